@@ -1,0 +1,160 @@
+//! The BPF filesystem where the agent pins its maps and links.
+//!
+//! Layout under the agent's directory (default `/sys/fs/bpf/egress-agent`), root-only (0700):
+//!
+//! ```text
+//! maps/<MAP>                     every map, pinned by name (see egress_common::map_names)
+//! links/<cgroup-id>/<program>    one link per program and attach cgroup
+//! ```
+
+use std::{
+    ffi::CString,
+    os::unix::{ffi::OsStrExt as _, fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Errors preparing the BPF filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum BpffsError {
+    /// The directory is not on a BPF filesystem and none could be mounted.
+    #[error("{path} is not on a BPF filesystem and mounting bpffs at {mount} failed")]
+    Mount {
+        /// The agent's directory.
+        path: PathBuf,
+        /// Where the mount was attempted.
+        mount: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory could not be created or secured.
+    #[error("cannot prepare {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The agent's pin directory.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+impl PinDir {
+    /// The pin directory at `root`; nothing is touched.
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where maps are pinned.
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    /// Where a map is pinned.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps().join(name)
+    }
+
+    /// Where links are pinned.
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    /// Where the links for the attach cgroup `cgroup_id` are pinned.
+    pub fn links_for(&self, cgroup_id: u64) -> PathBuf {
+        self.links().join(cgroup_id.to_string())
+    }
+
+    /// Makes sure the directory is on bpffs (mounting bpffs at its top-level `/sys/fs/bpf`
+    /// parent if needed) and that it and its subdirectories exist and are root-only.
+    pub fn prepare(&self) -> Result<(), BpffsError> {
+        if !on_bpffs(&self.root) {
+            let mount = bpffs_mount_point(&self.root);
+            mount_bpffs(&mount).map_err(|source| BpffsError::Mount {
+                path: self.root.clone(),
+                mount,
+                source,
+            })?;
+        }
+        for dir in [self.root.clone(), self.maps(), self.links()] {
+            create_private_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Whether anything is pinned here.
+    pub fn exists(&self) -> bool {
+        self.root.exists()
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), BpffsError> {
+    let io = |source| BpffsError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Whether `path`, or its nearest existing ancestor, is on a BPF filesystem.
+fn on_bpffs(path: &Path) -> bool {
+    let Some(existing) = path.ancestors().find(|p| p.exists()) else {
+        return false;
+    };
+    let Ok(c_path) = CString::new(existing.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: valid NUL-terminated path and a properly sized out-buffer.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    // SAFETY: statfs filled the buffer when it returned 0.
+    rc == 0 && i64::from(unsafe { stat.assume_init() }.f_type) == BPF_FS_MAGIC
+}
+
+/// Where to mount bpffs for `path`: `/sys/fs/bpf` when the path is under it, else the path's
+/// parent.
+fn bpffs_mount_point(path: &Path) -> PathBuf {
+    let standard = Path::new("/sys/fs/bpf");
+    if path.starts_with(standard) {
+        standard.to_owned()
+    } else {
+        path.parent().unwrap_or(path).to_owned()
+    }
+}
+
+fn mount_bpffs(at: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(at)?;
+    let target = CString::new(at.as_os_str().as_bytes())?;
+    let fstype = c"bpf";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        tracing::info!(mount = %at.display(), "mounted bpffs");
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

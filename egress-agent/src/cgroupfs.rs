@@ -1,0 +1,225 @@
+//! The host's cgroup2 hierarchy: where it is mounted, and cgroup ids (the inode numbers of the
+//! cgroup directories, which is what `bpf_get_current_ancestor_cgroup_id` returns).
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+/// Errors finding cgroups.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// /proc/self/mountinfo could not be read.
+    #[error("cannot read /proc/self/mountinfo")]
+    MountInfo(#[source] std::io::Error),
+    /// No cgroup2 filesystem is mounted.
+    #[error(
+        "no cgroup2 filesystem is mounted (see /proc/self/mountinfo); egress-agent needs cgroup v2"
+    )]
+    NoCgroup2,
+    /// A configured cgroup does not exist (yet).
+    #[error("cgroup {path} does not exist")]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A path is not inside the cgroup2 mount.
+    #[error("{path} is not inside the cgroup2 mount {mount}")]
+    Outside {
+        /// The path.
+        path: PathBuf,
+        /// The cgroup2 mount point.
+        mount: PathBuf,
+    },
+    /// Any other I/O error on a cgroup path.
+    #[error("cannot stat cgroup {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Returns the mount point of the first cgroup2 filesystem in /proc/self/mountinfo
+/// (`/sys/fs/cgroup` on most nodes, `/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
+    parse_cgroup2_mount(&text).ok_or(CgroupError::NoCgroup2)
+}
+
+/// The cgroup2 mount point in a mountinfo text.
+pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // id parent major:minor root mount-point options [optional...] - fstype source super
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(index) = rest.find('\\') {
+        out.push_str(&rest[..index]);
+        let code = rest
+            .get(index + 1..index + 4)
+            .and_then(|oct| u8::from_str_radix(oct, 8).ok());
+        if let Some(code) = code {
+            out.push(char::from(code));
+            rest = &rest[index + 4..];
+        } else {
+            out.push('\\');
+            rest = &rest[index + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The cgroup2 hierarchy mounted at `mount`.
+#[derive(Clone, Debug)]
+pub struct Hierarchy {
+    mount: PathBuf,
+}
+
+impl Hierarchy {
+    /// The hierarchy mounted at `mount`.
+    pub fn new(mount: PathBuf) -> Self {
+        Self { mount }
+    }
+
+    /// The hierarchy from /proc/self/mountinfo.
+    pub fn discover() -> Result<Self, CgroupError> {
+        cgroup2_mount().map(Self::new)
+    }
+
+    /// The mount point.
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// A configured path as an absolute path: absolute paths must lie inside the mount,
+    /// relative ones are taken from the mount.
+    ///
+    /// Paths written for a node's usual `/sys/fs/cgroup` mount are mapped onto a hybrid host's
+    /// `/sys/fs/cgroup/unified` mount.
+    pub fn resolve(&self, path: &Path) -> Result<PathBuf, CgroupError> {
+        if path.is_relative() {
+            return Ok(self.mount.join(path));
+        }
+        if path.starts_with(&self.mount) {
+            return Ok(path.to_owned());
+        }
+        if let Ok(rest) = path.strip_prefix("/sys/fs/cgroup") {
+            return Ok(self.mount.join(rest));
+        }
+        Err(CgroupError::Outside {
+            path: path.to_owned(),
+            mount: self.mount.clone(),
+        })
+    }
+
+    /// The cgroup id of a configured path.
+    pub fn id_of(&self, path: &Path) -> Result<u64, CgroupError> {
+        let path = self.resolve(path)?;
+        cgroup_id(&path)
+    }
+
+    /// Every cgroup id in the hierarchy with its path relative to the mount (`/` for the root).
+    /// Cgroups that vanish during the walk are skipped.
+    pub fn paths_by_id(&self) -> HashMap<u64, String> {
+        let mut found = HashMap::new();
+        let mut stack = vec![self.mount.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let relative = dir.strip_prefix(&self.mount).unwrap_or(&dir);
+            found.insert(meta.ino(), format!("/{}", relative.display()));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        found
+    }
+}
+
+/// The cgroup id of the cgroup directory at `path` (its inode number on cgroup2).
+pub fn cgroup_id(path: &Path) -> Result<u64, CgroupError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(meta.ino()),
+        Ok(_) => Err(CgroupError::Missing {
+            path: path.to_owned(),
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(CgroupError::Missing {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(CgroupError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_on_a_hybrid_host() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            parse_cgroup2_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn finds_cgroup2_with_optional_fields_and_escapes() {
+        let mountinfo = "29 1 0:26 / /run/my\\040cgroups rw shared:4 master:1 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_cgroup2_mount(mountinfo),
+            Some(PathBuf::from("/run/my cgroups"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn resolves_paths_onto_the_mount() {
+        let hierarchy = Hierarchy::new(PathBuf::from("/sys/fs/cgroup/unified"));
+        let cases = [
+            (
+                "system.slice/a.service",
+                Some("/sys/fs/cgroup/unified/system.slice/a.service"),
+            ),
+            ("/sys/fs/cgroup/unified/x", Some("/sys/fs/cgroup/unified/x")),
+            (
+                "/sys/fs/cgroup/kubepods.slice",
+                Some("/sys/fs/cgroup/unified/kubepods.slice"),
+            ),
+            ("/tmp/x", None),
+        ];
+        for (input, expected) in cases {
+            let got = hierarchy.resolve(Path::new(input)).ok();
+            assert_eq!(got.as_deref(), expected.map(Path::new), "resolving {input}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Command-line interface.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default pin directory.
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/egress-agent";
+
+/// Redirects selected workloads' connections to an egress gateway with eBPF.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "EGRESS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: attach the programs and keep the maps in sync with the config.
+    Run(RunArgs),
+    /// Show the pinned maps (works while the agent is down).
+    Maps(MapsArgs),
+    /// Detach the programs and remove every pinned object.
+    Uninstall(PinArgs),
+}
+
+/// Where the pinned objects live.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Directory on bpffs for pinned maps and links.
+    #[arg(long, default_value = DEFAULT_BPFFS_DIR, env = "EGRESS_BPFFS_DIR")]
+    pub bpffs_dir: PathBuf,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Standalone configuration file (YAML). Reloaded on SIGHUP and when it changes.
+    #[arg(long, env = "EGRESS_CONFIG")]
+    pub config: PathBuf,
+    /// Pin directory.
+    #[command(flatten)]
+    pub pins: PinArgs,
+    /// How often hostnames are re-resolved and cgroups looked up again.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+}
+
+/// `maps`.
+#[derive(Debug, Args)]
+pub struct MapsArgs {
+    /// Which map.
+    #[arg(value_enum)]
+    pub which: MapsView,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Pin directory.
+    #[command(flatten)]
+    pub pins: PinArgs,
+}
+
+/// A view of the maps.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MapsView {
+    /// Routes: destination, port, protocol, gateway, rule and redirect count.
+    Routes,
+    /// Cgroups: path, id, selected or exempt.
+    Cgroups,
+    /// Global counters and attachments.
+    Stats,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns, like kubectl.
+    Table,
+    /// Stable JSON (see docs/cli.md).
+    Json,
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 5m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" | "" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! The standalone configuration file (YAML).
+//!
+//! Parsing and validation happen in one pass through serde, so every error carries the field
+//! path and the line and column where it was found, e.g.
+//! `rules[0].ports[1].protocol: unknown variant `SCTP`, expected `TCP` or `UDP` at line 9 column 19`.
+
+use std::{collections::BTreeSet, fmt, net::IpAddr, path::PathBuf, str::FromStr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, de};
+
+/// Errors reading or validating a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not a valid configuration; the message names the field and the line.
+    #[error("invalid configuration {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// serde's message: field path, problem, line and column.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to attach the programs; default: the cgroup2 mount root.
+    #[serde(default)]
+    pub attach: Option<PathBuf>,
+    /// Resolver settings.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Redirect rules, in priority order: on a conflict the first rule wins.
+    #[serde(default)]
+    pub rules: Rules,
+    /// Cgroups whose tasks (and descendants) are redirected.
+    #[serde(default)]
+    pub workloads: CgroupSet,
+    /// Cgroups whose tasks go direct even inside a selected cgroup.
+    #[serde(default)]
+    pub exempt: CgroupSet,
+}
+
+/// `dns:`: resolver settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DnsConfig {
+    /// `host:port` of the DNS servers; default: /etc/resolv.conf.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// How long an address stays routed after it last appeared in an answer (e.g. `5m`).
+    #[serde(default)]
+    pub grace: Option<String>,
+}
+
+/// `rules:`, with names checked for uniqueness.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules(pub Vec<Rule>);
+
+impl<'de> Deserialize<'de> for Rules {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let rules = Vec::<Rule>::deserialize(deserializer)?;
+        let mut names = BTreeSet::new();
+        for rule in &rules {
+            if !names.insert(rule.name.as_str()) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate rule name {:?}: names must be unique",
+                    rule.name
+                )));
+            }
+        }
+        Ok(Self(rules))
+    }
+}
+
+/// One redirect rule.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", try_from = "RawRule")]
+pub struct Rule {
+    /// Unique name, shown by the CLI.
+    pub name: String,
+    /// The egress gateway (ClusterIP). `None`: unknown, so no redirect (or a refusal when
+    /// `fail_closed`).
+    pub gateway: Option<IpAddr>,
+    /// Hostnames whose addresses are redirected.
+    pub hosts: Vec<String>,
+    /// Static addresses and CIDRs.
+    pub addresses: Vec<IpNet>,
+    /// Refuse connections rather than go direct while the gateway is unknown.
+    pub fail_closed: bool,
+    /// Ports to redirect.
+    pub ports: Vec<PortMap>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRule {
+    name: String,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    addresses: Vec<Address>,
+    #[serde(default)]
+    fail_closed: bool,
+    ports: Vec<PortMap>,
+}
+
+/// Longest rule name: the pinned name map holds 63 bytes and a NUL.
+pub const MAX_RULE_NAME: usize = egress_common::limits::RULE_NAME_LEN - 1;
+
+impl TryFrom<RawRule> for Rule {
+    type Error = String;
+
+    fn try_from(raw: RawRule) -> Result<Self, Self::Error> {
+        let name = &raw.name;
+        if name.is_empty() || name.len() > MAX_RULE_NAME {
+            return Err(format!(
+                "name: {name:?} must be 1 to {MAX_RULE_NAME} bytes long"
+            ));
+        }
+        if raw.ports.is_empty() {
+            return Err(format!(
+                "rule {name:?}: ports: at least one port is required"
+            ));
+        }
+        if raw.hosts.is_empty() && raw.addresses.is_empty() {
+            return Err(format!(
+                "rule {name:?}: give hosts, addresses or both: the rule matches nothing"
+            ));
+        }
+        for host in &raw.hosts {
+            validate_hostname(host).map_err(|why| format!("rule {name:?}: hosts: {why}"))?;
+        }
+        if raw.gateway.is_some_and(|gateway| gateway.is_unspecified()) {
+            return Err(format!(
+                "rule {name:?}: gateway: an unspecified address is not a gateway; omit the field while it is unknown"
+            ));
+        }
+        Ok(Self {
+            name: raw.name,
+            gateway: raw.gateway,
+            hosts: raw.hosts,
+            addresses: raw.addresses.into_iter().map(|a| a.0).collect(),
+            fail_closed: raw.fail_closed,
+            ports: raw.ports,
+        })
+    }
+}
+
+fn validate_hostname(host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+        return Err(format!("{host:?} is not a valid hostname"));
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err(format!("{host:?} is an address: list it under addresses"));
+    }
+    Ok(())
+}
+
+/// An address or CIDR from `addresses:`. Host bits must be zero, so `10.0.0.1/8` is refused
+/// rather than silently widened.
+struct Address(IpNet);
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let net = match IpNet::from_str(&text) {
+            Ok(net) => net,
+            Err(_) => IpAddr::from_str(&text).map(IpNet::from).map_err(|_| {
+                de::Error::custom(format_args!("{text:?} is not an IP address or CIDR"))
+            })?,
+        };
+        if net.trunc() != net {
+            return Err(de::Error::custom(format_args!(
+                "{text:?} has host bits set; did you mean {}?",
+                net.trunc()
+            )));
+        }
+        Ok(Self(net))
+    }
+}
+
+/// One port mapping of a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", try_from = "RawPortMap")]
+pub struct PortMap {
+    /// Destination port the application connects to.
+    pub port: u16,
+    /// Port on the gateway.
+    pub gateway_port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPortMap {
+    port: u16,
+    #[serde(default)]
+    gateway_port: Option<u16>,
+    #[serde(default)]
+    protocol: Protocol,
+}
+
+impl TryFrom<RawPortMap> for PortMap {
+    type Error = String;
+
+    fn try_from(raw: RawPortMap) -> Result<Self, Self::Error> {
+        let gateway_port = raw.gateway_port.unwrap_or(raw.port);
+        if raw.port == 0 || gateway_port == 0 {
+            return Err("port: 0 is not a port (1-65535)".to_owned());
+        }
+        Ok(Self {
+            port: raw.port,
+            gateway_port,
+            protocol: raw.protocol,
+        })
+    }
+}
+
+/// Transport protocol of a port mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+pub enum Protocol {
+    /// TCP (the default).
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP: unconnected (sendmsg) and connected.
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => egress_common::proto::TCP,
+            Self::Udp => egress_common::proto::UDP,
+        }
+    }
+
+    /// From an IP protocol number.
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            egress_common::proto::TCP => Some(Self::Tcp),
+            egress_common::proto::UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        })
+    }
+}
+
+/// `workloads:` / `exempt:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupSet {
+    /// Cgroup paths: absolute, or relative to the cgroup2 mount.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Parses and validates `text`; `path` is only used in messages.
+    pub fn parse(path: &std::path::Path, text: &str) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(|err| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: err.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

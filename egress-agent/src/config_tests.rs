@@ -1,0 +1,120 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(Path::new("test.yaml"), text).map_err(|err| err.to_string())
+}
+
+fn parse_err(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, parsed {config:#?}"),
+        Err(err) => err,
+    }
+}
+
+const FULL: &str = r"
+attach: /sys/fs/cgroup
+dns:
+  servers: ['127.0.0.1:5353']
+  grace: 5m
+rules:
+  - name: httpbin
+    gateway: 10.96.12.34
+    hosts: [httpbin.org]
+    addresses: [203.0.113.7, 198.51.100.0/24]
+    failClosed: false
+    ports:
+      - {port: 80, gatewayPort: 80, protocol: TCP}
+      - {port: 443, gatewayPort: 443}
+workloads:
+  cgroups: [/sys/fs/cgroup/system.slice/app.service]
+exempt:
+  cgroups: [/sys/fs/cgroup/system.slice/gateway.service]
+";
+
+#[test]
+fn parses_the_documented_example() {
+    let config = parse(FULL).unwrap_or_else(|err| panic!("documented example: {err}"));
+    let rule = &config.rules.0[0];
+    assert_eq!(rule.name, "httpbin");
+    assert_eq!(rule.gateway, Some("10.96.12.34".parse().unwrap()));
+    assert_eq!(rule.addresses.len(), 2, "{rule:?}");
+    assert_eq!(
+        rule.ports[1].protocol,
+        Protocol::Tcp,
+        "protocol defaults to TCP"
+    );
+    assert_eq!(rule.ports[1].gateway_port, 443);
+    assert_eq!(config.workloads.cgroups.len(), 1);
+}
+
+#[test]
+fn gateway_port_defaults_to_port() {
+    let config = parse("rules: [{name: a, gateway: 10.0.0.1, addresses: [10.1.0.0/16], ports: [{port: 53, protocol: UDP}]}]")
+        .unwrap_or_else(|err| panic!("{err}"));
+    let port = config.rules.0[0].ports[0];
+    assert_eq!(
+        (port.port, port.gateway_port, port.protocol),
+        (53, 53, Protocol::Udp)
+    );
+}
+
+#[test]
+fn errors_name_the_field_and_line() {
+    let cases = [
+        (
+            "rules:\n  - name: a\n    gateway: 10.0.0.1\n    addresses: [10.0.0.9]\n    ports:\n      - {port: 80, protocol: SCTP}\n",
+            &["rules[0].ports[0].protocol", "line 6"][..],
+        ),
+        (
+            "rules:\n  - name: a\n    gateway: not-an-ip\n    addresses: [10.0.0.9]\n    ports: [{port: 80}]\n",
+            &["rules[0].gateway", "line 3"],
+        ),
+        (
+            "rules:\n  - name: a\n    gateway: 10.0.0.1\n    addresses: [10.0.0.1/8]\n    ports: [{port: 80}]\n",
+            &["rules[0].addresses[0]", "host bits", "10.0.0.0/8", "line 4"],
+        ),
+        (
+            "rules:\n  - name: a\n    gateway: 10.0.0.1\n    addresses: [10.0.0.9]\n    ports: [{port: 80}]\n  - name: a\n    addresses: [10.0.0.8]\n    ports: [{port: 80}]\n",
+            &["duplicate rule name \"a\"", "rules"],
+        ),
+        (
+            "rules:\n  - name: a\n    gateway: 10.0.0.1\n    ports: [{port: 80}]\n",
+            &["rules[0]", "hosts, addresses", "line 2"],
+        ),
+        (
+            "rules:\n  - name: a\n    gatway: 10.0.0.1\n    addresses: [10.0.0.9]\n    ports: [{port: 80}]\n",
+            &["rules[0]", "unknown field `gatway`", "line 3"],
+        ),
+        (
+            "rules:\n  - name: a\n    addresses: [10.0.0.9]\n    ports: [{port: 0}]\n",
+            &["rules[0].ports[0]", "0 is not a port"],
+        ),
+        (
+            "rules:\n  - name: a\n    hosts: ['exa mple.com']\n    ports: [{port: 80}]\n",
+            &["rules[0]", "not a valid hostname"],
+        ),
+        (
+            "workloads: {cgroup: [/x]}\n",
+            &["workloads", "unknown field `cgroup`"],
+        ),
+    ];
+    for (text, needles) in cases {
+        let err = parse_err(text);
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "error for\n{text}\nis {err:?}; expected it to contain {needle:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_empty_file_is_an_empty_config() {
+    assert_eq!(
+        parse("{}").unwrap_or_else(|err| panic!("{err}")),
+        Config::default()
+    );
+}

@@ -1,0 +1,187 @@
+//! Desired map contents, computed purely from rules, resolved addresses and cgroup ids.
+//!
+//! ```text
+//! Config rules ──┐
+//! resolved hosts ┼─► Desired { rules, routes, cgroups, conflicts } ──► reconcile (diff) ──► maps
+//! cgroup ids ────┘
+//! ```
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+
+use crate::config::{Protocol, Rule};
+
+/// What a route matches: protocol, destination port and destination prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteMatch {
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Destination port.
+    pub port: u16,
+    /// Destination address or CIDR.
+    pub dest: IpNet,
+}
+
+/// Where a route sends matching connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteTarget {
+    /// The gateway; `None` while unknown.
+    pub gateway: Option<IpAddr>,
+    /// Port on the gateway.
+    pub gateway_port: u16,
+    /// Refuse rather than go direct while the gateway is unknown.
+    pub fail_closed: bool,
+}
+
+/// A desired route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Index of the rule (in [`Desired::rules`]) the route belongs to.
+    pub rule: usize,
+    /// Where it goes.
+    pub target: RouteTarget,
+}
+
+/// Two rules claim the same destination with different targets; the earlier rule wins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The contested destination.
+    pub route: RouteMatch,
+    /// The rule whose target is installed.
+    pub winner: String,
+    /// The rule that lost.
+    pub loser: String,
+}
+
+/// Mode of a cgroup entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// Redirected, with descendants.
+    Selected,
+    /// Direct, with descendants, even inside a selected cgroup.
+    Exempt,
+}
+
+impl Mode {
+    /// The map value.
+    pub const fn value(self) -> u32 {
+        match self {
+            Self::Selected => egress_common::CgroupMode::SELECTED,
+            Self::Exempt => egress_common::CgroupMode::EXEMPT,
+        }
+    }
+
+    /// From the map value.
+    pub const fn from_value(value: u32) -> Option<Self> {
+        match value {
+            egress_common::CgroupMode::SELECTED => Some(Self::Selected),
+            egress_common::CgroupMode::EXEMPT => Some(Self::Exempt),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the maps should hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Rule names, in priority order.
+    pub rules: Vec<String>,
+    /// Routes by what they match.
+    pub routes: BTreeMap<RouteMatch, Route>,
+    /// Cgroup entries by cgroup id.
+    pub cgroups: BTreeMap<u64, Mode>,
+    /// Contested destinations.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Computes the desired state.
+///
+/// * `resolved`: the current addresses of each hostname (missing: not resolved yet).
+/// * `selected` / `exempt`: cgroup ids; a cgroup in both is exempt (the safe choice).
+///
+/// Routes of a rule whose gateway is unknown are left out, unless the rule is fail-closed: then
+/// they are installed without a gateway, so the datapath refuses those connections.
+pub fn compute(
+    rules: &[Rule],
+    resolved: &HashMap<String, BTreeSet<IpAddr>>,
+    selected: &[u64],
+    exempt: &[u64],
+) -> Desired {
+    let mut desired = Desired {
+        rules: rules.iter().map(|rule| rule.name.clone()).collect(),
+        ..Desired::default()
+    };
+    for (index, rule) in rules.iter().enumerate() {
+        if rule.gateway.is_none() && !rule.fail_closed {
+            continue;
+        }
+        let host_addresses = rule
+            .hosts
+            .iter()
+            .filter_map(|host| resolved.get(host))
+            .flatten()
+            .map(|addr| IpNet::from(*addr));
+        let destinations: BTreeSet<IpNet> = rule
+            .addresses
+            .iter()
+            .copied()
+            .chain(host_addresses)
+            .collect();
+        for dest in destinations {
+            for port in &rule.ports {
+                let route = RouteMatch {
+                    protocol: port.protocol,
+                    port: port.port,
+                    dest,
+                };
+                let target = RouteTarget {
+                    gateway: rule.gateway,
+                    gateway_port: port.gateway_port,
+                    fail_closed: rule.fail_closed,
+                };
+                insert_route(
+                    &mut desired,
+                    route,
+                    Route {
+                        rule: index,
+                        target,
+                    },
+                );
+            }
+        }
+    }
+    for id in selected {
+        desired.cgroups.insert(*id, Mode::Selected);
+    }
+    for id in exempt {
+        desired.cgroups.insert(*id, Mode::Exempt);
+    }
+    desired
+}
+
+fn insert_route(desired: &mut Desired, route: RouteMatch, candidate: Route) {
+    match desired.routes.get(&route) {
+        None => {
+            desired.routes.insert(route, candidate);
+        }
+        Some(existing) if existing.target == candidate.target => {}
+        Some(existing) => {
+            let conflict = Conflict {
+                route,
+                winner: desired.rules[existing.rule].clone(),
+                loser: desired.rules[candidate.rule].clone(),
+            };
+            if !desired.conflicts.contains(&conflict) {
+                desired.conflicts.push(conflict);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "desired_tests.rs"]
+mod tests;

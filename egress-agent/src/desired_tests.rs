@@ -1,0 +1,98 @@
+use super::*;
+use crate::config::PortMap;
+
+fn rule(name: &str, gateway: Option<&str>, addresses: &[&str], hosts: &[&str]) -> Rule {
+    Rule {
+        name: name.to_owned(),
+        gateway: gateway.map(|g| g.parse().unwrap()),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        fail_closed: false,
+        ports: vec![PortMap {
+            port: 443,
+            gateway_port: 8443,
+            protocol: Protocol::Tcp,
+        }],
+    }
+}
+
+fn route(dest: &str) -> RouteMatch {
+    RouteMatch {
+        protocol: Protocol::Tcp,
+        port: 443,
+        dest: dest.parse().unwrap(),
+    }
+}
+
+#[test]
+fn static_and_resolved_addresses_become_routes() {
+    let rules = [rule(
+        "a",
+        Some("10.96.0.1"),
+        &["203.0.113.0/24"],
+        &["example.test"],
+    )];
+    let resolved = HashMap::from([(
+        "example.test".to_owned(),
+        BTreeSet::from([
+            "198.51.100.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ]),
+    )]);
+    let desired = compute(&rules, &resolved, &[7], &[]);
+    let keys: Vec<_> = desired.routes.keys().map(|r| r.dest.to_string()).collect();
+    assert_eq!(
+        keys,
+        ["198.51.100.7/32", "203.0.113.0/24", "2001:db8::7/128"]
+    );
+    let target = desired.routes[&route("203.0.113.0/24")].target;
+    assert_eq!(target.gateway_port, 8443);
+    assert_eq!(desired.cgroups, BTreeMap::from([(7, Mode::Selected)]));
+}
+
+#[test]
+fn unknown_gateway_drops_routes_unless_fail_closed() {
+    let mut open = rule("open", None, &["203.0.113.1"], &[]);
+    assert!(
+        compute(&[open.clone()], &HashMap::new(), &[], &[])
+            .routes
+            .is_empty()
+    );
+    open.fail_closed = true;
+    let desired = compute(&[open], &HashMap::new(), &[], &[]);
+    let installed = &desired.routes[&route("203.0.113.1/32")];
+    assert_eq!(
+        installed.target.gateway, None,
+        "fail-closed route has no gateway"
+    );
+}
+
+#[test]
+fn first_rule_wins_a_conflict() {
+    let rules = [
+        rule("first", Some("10.96.0.1"), &["203.0.113.1"], &[]),
+        rule("second", Some("10.96.0.2"), &["203.0.113.1"], &[]),
+        rule("same", Some("10.96.0.1"), &["203.0.113.1"], &[]),
+    ];
+    let desired = compute(&rules, &HashMap::new(), &[], &[]);
+    let installed = &desired.routes[&route("203.0.113.1/32")];
+    assert_eq!(installed.rule, 0);
+    assert_eq!(
+        desired.conflicts,
+        [Conflict {
+            route: route("203.0.113.1/32"),
+            winner: "first".into(),
+            loser: "second".into(),
+        }],
+        "a rule with the same target is no conflict"
+    );
+}
+
+#[test]
+fn exempt_wins_when_a_cgroup_is_both() {
+    let desired = compute(&[], &HashMap::new(), &[1, 2], &[2]);
+    assert_eq!(
+        desired.cgroups,
+        BTreeMap::from([(1, Mode::Selected), (2, Mode::Exempt)])
+    );
+}

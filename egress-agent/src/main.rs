@@ -1,0 +1,51 @@
+//! The `egress-agent` binary: daemon and CLI.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tracing_subscriber::{EnvFilter, fmt};
+
+use egress_agent::{
+    bpffs::PinDir,
+    cli::{Cli, Command, LogFormat},
+    datapath, inspect, run,
+};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Run(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(run::run(args)),
+        Command::Maps(args) => {
+            let pins = PinDir::new(args.pins.bpffs_dir);
+            let text = inspect::render(&pins, args.which, args.output)?;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to stdout")
+        }
+        Command::Uninstall(args) => {
+            let pins = PinDir::new(args.bpffs_dir);
+            let removed = datapath::uninstall(&pins)?;
+            writeln!(
+                std::io::stdout(),
+                "removed {removed} links and every pinned map under {}",
+                pins.root().display()
+            )
+            .context("writing to stdout")
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("EGRESS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,157 @@
+//! Writes desired state into the maps by diff: additions and changes first, removals last, so
+//! no route that stays desired is ever missing, even for a moment.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tracing::{debug, warn};
+
+use crate::{
+    datapath::{DatapathError, Maps, route_value},
+    desired::{Desired, RouteMatch},
+};
+
+/// What a reconcile changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Routes added.
+    pub added: usize,
+    /// Routes whose target changed.
+    pub updated: usize,
+    /// Routes removed.
+    pub removed: usize,
+    /// Cgroup entries added, changed or removed.
+    pub cgroups: usize,
+}
+
+impl Changes {
+    /// Whether anything changed.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+/// Brings the maps to `desired`. On a full routes map the routes that fit are installed, the
+/// removals still happen, and [`DatapathError::RoutesFull`] says how many did not fit.
+pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, DatapathError> {
+    let mut changes = Changes::default();
+    let rule_ids = sync_rule_names(maps, &desired.rules)?;
+
+    let current: HashMap<RouteMatch, egress_common::RouteValue> = maps
+        .routes()?
+        .into_iter()
+        .map(|entry| (entry.route, entry.value))
+        .collect();
+    let mut used_ids: BTreeSet<u32> = current.values().map(|value| value.route_id).collect();
+    let mut next_id = 0_u32;
+    let mut full: Option<DatapathError> = None;
+    let mut dropped = 0;
+
+    for (route, wanted) in &desired.routes {
+        let rule_id = rule_ids[&desired.rules[wanted.rule]];
+        let existing = current.get(route);
+        let route_id = match existing {
+            Some(value) => value.route_id,
+            None => {
+                while used_ids.contains(&next_id) {
+                    next_id += 1;
+                }
+                used_ids.insert(next_id);
+                maps.reset_route_counter(next_id)?;
+                next_id
+            }
+        };
+        let value = route_value(&wanted.target, rule_id, route_id);
+        if existing == Some(&value) {
+            continue;
+        }
+        match maps.put_route(route, &value) {
+            Ok(()) if existing.is_some() => changes.updated += 1,
+            Ok(()) => changes.added += 1,
+            Err(err @ DatapathError::RoutesFull { .. }) => {
+                dropped += 1;
+                full.get_or_insert(err);
+                maps.delete_route_counter(route_id)?;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+
+    for (route, value) in &current {
+        if !desired.routes.contains_key(route) {
+            maps.delete_route(route)?;
+            maps.delete_route_counter(value.route_id)?;
+            changes.removed += 1;
+        }
+    }
+
+    changes.cgroups = sync_cgroups(maps, desired)?;
+    for conflict in &desired.conflicts {
+        debug!(?conflict, "route conflict");
+    }
+    match full {
+        Some(DatapathError::RoutesFull { map, capacity, .. }) => {
+            warn!(map, capacity, dropped, "routes map is full");
+            Err(DatapathError::RoutesFull {
+                map,
+                capacity,
+                dropped,
+            })
+        }
+        _ => Ok(changes),
+    }
+}
+
+/// Gives every desired rule a stable id (kept from the pinned names), writes new names and
+/// removes unused ones. Returns name → id.
+fn sync_rule_names(
+    maps: &mut Maps,
+    rules: &[String],
+) -> Result<HashMap<String, u32>, DatapathError> {
+    let pinned = maps.rule_names()?;
+    let mut ids: HashMap<String, u32> = pinned
+        .iter()
+        .filter(|(_, name)| rules.contains(name))
+        .map(|(id, name)| (name.clone(), *id))
+        .collect();
+    let mut used: BTreeSet<u32> = ids.values().copied().collect();
+    let mut next = 1_u32;
+    for name in rules {
+        if ids.contains_key(name) {
+            continue;
+        }
+        while used.contains(&next) {
+            next += 1;
+        }
+        used.insert(next);
+        maps.put_rule_name(next, name)?;
+        ids.insert(name.clone(), next);
+    }
+    // Names of removed rules go once no route refers to them; routes are removed later in the
+    // same reconcile, and a name shown a moment too long is harmless.
+    let stale: BTreeMap<u32, String> = pinned
+        .into_iter()
+        .filter(|(id, _)| !used.contains(id))
+        .collect();
+    for id in stale.keys() {
+        maps.delete_rule_name(*id)?;
+    }
+    Ok(ids)
+}
+
+fn sync_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathError> {
+    let current = maps.cgroups()?;
+    let mut changed = 0;
+    for (id, mode) in &desired.cgroups {
+        if current.get(id) != Some(&mode.value()) {
+            maps.put_cgroup(*id, mode.value())?;
+            changed += 1;
+        }
+    }
+    for id in current.keys() {
+        if !desired.cgroups.contains_key(id) {
+            maps.delete_cgroup(*id)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}

@@ -1,0 +1,232 @@
+//! `egress-agent run`: the standalone agent loop.
+//!
+//! Attach once, then keep the maps equal to the config: on start, on SIGHUP, when the file
+//! changes, and on every resync (which re-resolves hostnames and finds cgroups created since).
+//! An invalid file is reported and changes nothing. SIGTERM/SIGINT exit and leave the pinned
+//! programs and maps working.
+
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::{
+    bpffs::PinDir,
+    cgroupfs::Hierarchy,
+    cli::RunArgs,
+    config::Config,
+    datapath::{self, Maps},
+    desired, reconcile,
+    resolve::Resolver,
+};
+
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+struct Agent {
+    pins: PinDir,
+    hierarchy: Hierarchy,
+    config_path: PathBuf,
+    /// The file's contents when it was last read, to notice changes.
+    last_text: Option<String>,
+    /// The config in force (the last valid one).
+    config: Option<Config>,
+    attached_to: Option<PathBuf>,
+    maps: Option<Maps>,
+    resolver: Resolver,
+    missing_cgroups: BTreeSet<PathBuf>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let hierarchy = Hierarchy::discover().context("finding the cgroup2 hierarchy")?;
+    info!(cgroup2 = %hierarchy.mount().display(), bpffs_dir = %args.pins.bpffs_dir.display(), "starting");
+    let mut agent = Agent {
+        pins: PinDir::new(args.pins.bpffs_dir),
+        hierarchy,
+        config_path: args.config,
+        last_text: None,
+        config: None,
+        attached_to: None,
+        maps: None,
+        resolver: Resolver::default(),
+        missing_cgroups: BTreeSet::new(),
+    };
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut watch = tokio::time::interval(WATCH_INTERVAL);
+    let mut resync = tokio::time::interval(args.resync_interval);
+    watch.tick().await;
+    resync.tick().await;
+
+    agent.reload(true).await;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading");
+                agent.reload(true).await;
+            }
+            _ = watch.tick() => agent.reload(false).await,
+            _ = resync.tick() => agent.apply().await,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    info!(
+        "stopping; pinned programs and maps stay in place (`egress-agent uninstall` removes them)"
+    );
+    Ok(())
+}
+
+impl Agent {
+    /// Reads the file; when it changed (or `force`), validates and applies it.
+    async fn reload(&mut self, force: bool) {
+        let text = match std::fs::read_to_string(&self.config_path) {
+            Ok(text) => text,
+            Err(err) => {
+                if force || self.last_text.is_some() {
+                    error!(path = %self.config_path.display(), error = %err, "cannot read config; keeping the current state");
+                }
+                self.last_text = None;
+                return;
+            }
+        };
+        if !force && self.last_text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        self.last_text = Some(text.clone());
+        match Config::parse(&self.config_path, &text) {
+            Ok(config) => {
+                info!(path = %self.config_path.display(), rules = config.rules.0.len(), "config loaded");
+                audit(&config);
+                self.config = Some(config);
+                self.apply().await;
+            }
+            Err(err) => {
+                error!(error = %err, "config rejected; keeping the previous state");
+            }
+        }
+    }
+
+    /// Attaches if needed and reconciles the maps with the config in force.
+    async fn apply(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        if let Err(err) = self.ensure_attached(&config) {
+            error!(error = format!("{err:#}"), "cannot attach; will retry");
+            return;
+        }
+        let hosts: BTreeSet<String> = config
+            .rules
+            .0
+            .iter()
+            .flat_map(|r| r.hosts.iter().cloned())
+            .collect();
+        let resolved = self.resolver.refresh(&hosts).await.clone();
+        let selected = self.cgroup_ids(&config.workloads.cgroups);
+        let exempt = self.cgroup_ids(&config.exempt.cgroups);
+        let desired = desired::compute(&config.rules.0, &resolved, &selected, &exempt);
+        for conflict in &desired.conflicts {
+            warn!(
+                destination = %conflict.route.dest, port = conflict.route.port, protocol = %conflict.route.protocol,
+                winner = conflict.winner, loser = conflict.loser,
+                "two rules claim one destination with different gateways; the first rule wins"
+            );
+        }
+        let Some(maps) = self.maps.as_mut() else {
+            return;
+        };
+        match reconcile::reconcile(maps, &desired) {
+            Ok(changes) if changes.any() => info!(
+                ?changes,
+                routes = desired.routes.len(),
+                cgroups = desired.cgroups.len(),
+                "maps updated"
+            ),
+            Ok(_) => {}
+            Err(err) => error!(
+                error = format!("{:#}", anyhow::Error::from(err)),
+                "maps only partly updated"
+            ),
+        }
+    }
+
+    fn ensure_attached(&mut self, config: &Config) -> anyhow::Result<()> {
+        let target = match &config.attach {
+            Some(path) => self.hierarchy.resolve(path)?,
+            None => self.hierarchy.mount().to_owned(),
+        };
+        if self.attached_to.as_deref() != Some(target.as_path()) || self.maps.is_none() {
+            datapath::attach(&self.pins, &target)
+                .with_context(|| format!("attaching at {}", target.display()))?;
+            self.maps = Some(Maps::open(&self.pins)?);
+            self.attached_to = Some(target);
+        }
+        Ok(())
+    }
+
+    /// Cgroup ids of configured paths; missing ones are reported once until they appear.
+    fn cgroup_ids(&mut self, paths: &[PathBuf]) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for path in paths {
+            match self.hierarchy.id_of(path) {
+                Ok(id) => {
+                    if self.missing_cgroups.remove(path) {
+                        info!(cgroup = %path.display(), "cgroup appeared");
+                    }
+                    ids.push(id);
+                }
+                Err(err) => {
+                    if self.missing_cgroups.insert(path.clone()) {
+                        warn!(error = %err, "cgroup not found; will look again on every resync");
+                    }
+                }
+            }
+        }
+        ids
+    }
+}
+
+/// Logs, once per config load, every rule that captures publicly routable addresses: taking
+/// over a public IP is deliberate, so it is on the record.
+fn audit(config: &Config) {
+    for rule in &config.rules.0 {
+        let public: Vec<String> = rule
+            .addresses
+            .iter()
+            .filter(|net| is_public(net.addr()))
+            .map(ToString::to_string)
+            .collect();
+        if !public.is_empty() || !rule.hosts.is_empty() {
+            info!(
+                rule = rule.name,
+                gateway = rule.gateway.map(|g| g.to_string()).unwrap_or_else(|| "<unknown>".into()),
+                hosts = ?rule.hosts,
+                public_addresses = ?public,
+                fail_closed = rule.fail_closed,
+                "rule redirects public destinations"
+            );
+        }
+    }
+}
+
+fn is_public(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => {
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_documentation())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local())
+        }
+    }
+}
