@@ -281,11 +281,31 @@ pub struct CgroupSet {
 
 impl Config {
     /// Parses and validates `text`; `path` is only used in messages.
+    ///
+    /// Messages read `<field path>: <problem> at line L column C`.
     pub fn parse(path: &std::path::Path, text: &str) -> Result<Self, ConfigError> {
-        serde_yaml::from_str(text).map_err(|err| ConfigError::Invalid {
-            path: path.to_owned(),
-            message: err.to_string(),
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|err| {
+            let field = err.path().to_string();
+            let inner = err.into_inner();
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                message: field_message(&field, &inner.to_string()),
+            }
         })
+    }
+}
+
+/// Puts the exact field path (from serde_path_to_error) in front of serde_yaml's message,
+/// replacing serde_yaml's own path, which is coarser for errors raised by validation.
+fn field_message(field: &str, yaml_message: &str) -> String {
+    let problem = match yaml_message.split_once(": ") {
+        Some((prefix, rest)) if !prefix.is_empty() && !prefix.contains(char::is_whitespace) => rest,
+        _ => yaml_message,
+    };
+    if field.is_empty() || field == "." {
+        problem.to_owned()
+    } else {
+        format!("{field}: {problem}")
     }
 }
 

@@ -1,0 +1,199 @@
+//! The real `egress-agent` binary, run in standalone mode for one test.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long the tests wait for the agent to converge.
+pub const CONVERGE: Duration = Duration::from_secs(15);
+
+/// The agent binary: `EGRESS_AGENT_BIN`, else from the test's target directory.
+pub fn agent_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("EGRESS_AGENT_BIN") {
+        return bin.into();
+    }
+    let bin = crate::workspace_bin("egress-agent");
+    assert!(bin.exists(), "{} is missing: build it first (`cargo build -p egress-agent`) or set EGRESS_AGENT_BIN", bin.display());
+    bin
+}
+
+/// A running agent with its own config file, log file and pin directory. Dropping it stops
+/// the process and uninstalls everything it pinned.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    dir: PathBuf,
+    /// The pin directory.
+    pub bpffs_dir: PathBuf,
+    /// Extra arguments for `run`.
+    extra_args: Vec<String>,
+}
+
+impl Agent {
+    /// Writes `config` and starts the agent on it.
+    pub fn start(config: &str) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// As [`Agent::start`], with extra `run` arguments.
+    pub fn start_with(config: &str, extra_args: &[&str]) -> Self {
+        let name = crate::unique("agent");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        let mut agent = Self {
+            child: None,
+            dir,
+            bpffs_dir: PathBuf::from("/sys/fs/bpf").join(name),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        agent.write_config(config);
+        agent.spawn();
+        agent
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+
+    /// Replaces the config file's contents.
+    pub fn write_config(&self, config: &str) {
+        let path = self.config_path();
+        let staged = self.dir.join("config.yaml.new");
+        std::fs::write(&staged, config).unwrap_or_else(|err| panic!("write {}: {err}", staged.display()));
+        std::fs::rename(&staged, &path).unwrap_or_else(|err| panic!("rename to {}: {err}", path.display()));
+    }
+
+    /// Starts the process (again), appending to the same log.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|err| panic!("open log: {err}"));
+        let child = Command::new(agent_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs_dir)
+            .args(["--resync-interval", "1s"])
+            .args(&self.extra_args)
+            .env("EGRESS_LOG", "info,egress_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("start agent: {err}"));
+        self.child = Some(child);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent not running").id()
+    }
+
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child.
+        let rc = unsafe { libc::kill(self.pid().try_into().expect("pid"), signal) };
+        assert_eq!(rc, 0, "kill({signal}): {}", std::io::Error::last_os_error());
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        self.signal(signal);
+        let mut child = self.child.take().expect("agent not running");
+        child.wait().unwrap_or_else(|err| panic!("wait agent: {err}"))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + CONVERGE;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent never logged {needle:?}; log:\n{}", self.log());
+    }
+
+    /// Runs the agent's CLI with `args` and this agent's pin directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(agent_bin())
+            .args(args)
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs_dir)
+            .output()
+            .unwrap_or_else(|err| panic!("run egress-agent {args:?}: {err}"))
+    }
+
+    /// `maps VIEW -o json`, parsed; `None` while the maps are not there yet.
+    pub fn maps_json(&self, view: &str) -> Option<serde_json::Value> {
+        let output = self.cli(&["maps", view, "-o", "json"]);
+        output.status.success().then(|| {
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("maps {view} json: {err}"))
+        })
+    }
+
+    /// The routes as the CLI shows them.
+    pub fn routes(&self) -> Vec<serde_json::Value> {
+        self.maps_json("routes")
+            .and_then(|v| v["routes"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `done(routes, cgroups)` holds for the CLI's JSON.
+    pub fn wait_until(&self, what: &str, done: impl Fn(&[serde_json::Value], &[serde_json::Value]) -> bool) {
+        let deadline = Instant::now() + CONVERGE;
+        while Instant::now() < deadline {
+            let cgroups = self
+                .maps_json("cgroups")
+                .and_then(|v| v["cgroups"].as_array().cloned())
+                .unwrap_or_default();
+            if done(&self.routes(), &cgroups) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent never reached: {what}; routes {:#?}\nlog:\n{}", self.routes(), self.log());
+    }
+
+    /// Waits for exactly `routes` routes and `cgroups` cgroup entries.
+    pub fn wait_converged(&self, routes: usize, cgroups: usize) {
+        self.wait_until(&format!("{routes} routes and {cgroups} cgroups"), |r, c| r.len() == routes && c.len() == cgroups);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.bpffs_dir.exists() {
+            let _ = self.cli(&["uninstall"]);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("agent log kept in {}", self.dir.display());
+        }
+    }
+}
