@@ -123,7 +123,7 @@ fn on_bpffs(path: &Path) -> bool {
     // SAFETY: valid NUL-terminated path and a properly sized out-buffer.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
     // SAFETY: statfs filled the buffer when it returned 0.
-    rc == 0 && i64::from(unsafe { stat.assume_init() }.f_type) == BPF_FS_MAGIC
+    rc == 0 && unsafe { stat.assume_init() }.f_type == BPF_FS_MAGIC
 }
 
 /// Where to mount bpffs for `path`: `/sys/fs/bpf` when the path is under it, else the path's

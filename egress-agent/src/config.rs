@@ -81,7 +81,7 @@ impl<'de> Deserialize<'de> for Rules {
 pub struct Rule {
     /// Unique name, shown by the CLI.
     pub name: String,
-    /// The egress gateway (ClusterIP). `None`: unknown, so no redirect (or a refusal when
+    /// The egress gateway (`ClusterIP`). `None`: unknown, so no redirect (or a refusal when
     /// `fail_closed`).
     pub gateway: Option<IpAddr>,
     /// Hostnames whose addresses are redirected.
@@ -295,8 +295,8 @@ impl Config {
     }
 }
 
-/// Puts the exact field path (from serde_path_to_error) in front of serde_yaml's message,
-/// replacing serde_yaml's own path, which is coarser for errors raised by validation.
+/// Puts the exact field path (from `serde_path_to_error`) in front of `serde_yaml`'s message,
+/// replacing `serde_yaml`'s own path, which is coarser for errors raised by validation.
 fn field_message(field: &str, yaml_message: &str) -> String {
     let problem = match yaml_message.split_once(": ") {
         Some((prefix, rest)) if !prefix.is_empty() && !prefix.contains(char::is_whitespace) => rest,

@@ -7,7 +7,7 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
@@ -107,7 +107,7 @@ pub struct Desired {
 /// they are installed without a gateway, so the datapath refuses those connections.
 pub fn compute(
     rules: &[Rule],
-    resolved: &HashMap<String, BTreeSet<IpAddr>>,
+    resolved: &BTreeMap<String, BTreeSet<IpAddr>>,
     selected: &[u64],
     exempt: &[u64],
 ) -> Desired {

@@ -32,7 +32,7 @@ fn static_and_resolved_addresses_become_routes() {
         &["203.0.113.0/24"],
         &["example.test"],
     )];
-    let resolved = HashMap::from([(
+    let resolved = BTreeMap::from([(
         "example.test".to_owned(),
         BTreeSet::from([
             "198.51.100.7".parse().unwrap(),
@@ -54,12 +54,12 @@ fn static_and_resolved_addresses_become_routes() {
 fn unknown_gateway_drops_routes_unless_fail_closed() {
     let mut open = rule("open", None, &["203.0.113.1"], &[]);
     assert!(
-        compute(&[open.clone()], &HashMap::new(), &[], &[])
+        compute(&[open.clone()], &BTreeMap::new(), &[], &[])
             .routes
             .is_empty()
     );
     open.fail_closed = true;
-    let desired = compute(&[open], &HashMap::new(), &[], &[]);
+    let desired = compute(&[open], &BTreeMap::new(), &[], &[]);
     let installed = &desired.routes[&route("203.0.113.1/32")];
     assert_eq!(
         installed.target.gateway, None,
@@ -74,7 +74,7 @@ fn first_rule_wins_a_conflict() {
         rule("second", Some("10.96.0.2"), &["203.0.113.1"], &[]),
         rule("same", Some("10.96.0.1"), &["203.0.113.1"], &[]),
     ];
-    let desired = compute(&rules, &HashMap::new(), &[], &[]);
+    let desired = compute(&rules, &BTreeMap::new(), &[], &[]);
     let installed = &desired.routes[&route("203.0.113.1/32")];
     assert_eq!(installed.rule, 0);
     assert_eq!(
@@ -90,7 +90,7 @@ fn first_rule_wins_a_conflict() {
 
 #[test]
 fn exempt_wins_when_a_cgroup_is_both() {
-    let desired = compute(&[], &HashMap::new(), &[1, 2], &[2]);
+    let desired = compute(&[], &BTreeMap::new(), &[1, 2], &[2]);
     assert_eq!(
         desired.cgroups,
         BTreeMap::from([(1, Mode::Selected), (2, Mode::Exempt)])

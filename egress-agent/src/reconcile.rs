@@ -49,16 +49,15 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
     for (route, wanted) in &desired.routes {
         let rule_id = rule_ids[&desired.rules[wanted.rule]];
         let existing = current.get(route);
-        let route_id = match existing {
-            Some(value) => value.route_id,
-            None => {
-                while used_ids.contains(&next_id) {
-                    next_id += 1;
-                }
-                used_ids.insert(next_id);
-                maps.reset_route_counter(next_id)?;
-                next_id
+        let route_id = if let Some(value) = existing {
+            value.route_id
+        } else {
+            while used_ids.contains(&next_id) {
+                next_id += 1;
             }
+            used_ids.insert(next_id);
+            maps.reset_route_counter(next_id)?;
+            next_id
         };
         let value = route_value(&wanted.target, rule_id, route_id);
         if existing == Some(&value) {

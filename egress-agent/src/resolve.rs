@@ -2,7 +2,7 @@
 //! the last good answer kept while a lookup fails.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     time::Duration,
 };
@@ -12,7 +12,7 @@ use tracing::warn;
 /// The last known addresses of each hostname.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    known: HashMap<String, BTreeSet<IpAddr>>,
+    known: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
 impl Resolver {
@@ -20,7 +20,7 @@ impl Resolver {
     pub async fn refresh(
         &mut self,
         hosts: &BTreeSet<String>,
-    ) -> &HashMap<String, BTreeSet<IpAddr>> {
+    ) -> &BTreeMap<String, BTreeSet<IpAddr>> {
         self.known.retain(|host, _| hosts.contains(host));
         for host in hosts {
             let lookup = tokio::net::lookup_host((host.as_str(), 0));
@@ -30,7 +30,7 @@ impl Resolver {
                     self.known.insert(host.clone(), addrs);
                 }
                 Ok(Err(err)) => {
-                    warn!(host, error = %err, "cannot resolve; keeping the last answer")
+                    warn!(host, error = %err, "cannot resolve; keeping the last answer");
                 }
                 Err(_) => warn!(host, "resolution timed out; keeping the last answer"),
             }

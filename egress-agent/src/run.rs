@@ -203,7 +203,7 @@ fn audit(config: &Config) {
         if !public.is_empty() || !rule.hosts.is_empty() {
             info!(
                 rule = rule.name,
-                gateway = rule.gateway.map(|g| g.to_string()).unwrap_or_else(|| "<unknown>".into()),
+                gateway = rule.gateway.map_or_else(|| "<unknown>".into(), |g| g.to_string()),
                 hosts = ?rule.hosts,
                 public_addresses = ?public,
                 fail_closed = rule.fail_closed,

@@ -48,7 +48,7 @@ pub mod map_names {
 
 /// The eBPF programs: (program name in the object, pinned link name).
 pub mod programs {
-    /// Every sock_addr program the agent attaches.
+    /// Every `sock_addr` program the agent attaches.
     pub const ALL: [&str; 8] = [
         "connect4",
         "connect6",

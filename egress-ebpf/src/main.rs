@@ -1,4 +1,4 @@
-//! cgroup sock_addr programs that send selected tasks' connections to an egress gateway.
+//! cgroup `sock_addr` programs that send selected tasks' connections to an egress gateway.
 //!
 //! Every hook is a thin wrapper around a `try_` function; the verdict a hook returns is always
 //! one of the named constants [`ALLOW`] and [`DENY`]. Errors inside a hook fail open ([`ALLOW`]
@@ -8,6 +8,14 @@
 //! <https://elixir.bootlin.com/linux/v6.18/source/include/uapi/linux/bpf.h> (`struct bpf_sock_addr`).
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::inline_always,
+    reason = "helpers are inlined into each hook: no BPF-to-BPF calls, simpler verification"
+)]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macros hand each hook its context by value"
+)]
 
 mod maps;
 mod redirect;

@@ -25,14 +25,16 @@ enum Action {
     Deny,
 }
 
-/// IPv4 socket: look the destination up in the IPv4 routes.
+/// IPv4 socket: look the destination up in the IPv4 routes. `Err` carries the verdict for a
+/// context the hook cannot interpret (it fails open).
 #[inline(always)]
 pub(crate) fn try_redirect4(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: the kernel passes a valid context for the life of the program.
     let sa = unsafe { &mut *ctx.sock_addr };
     let dest = sa.user_ip4.to_ne_bytes();
-    let port_be = sa.user_port as u16;
-    let Some(route) = lookup4(sa.protocol as u8, port_be, dest) else {
+    let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
+    let proto = u8::try_from(sa.protocol).map_err(|_| ALLOW)?;
+    let Some(route) = lookup4(proto, port_be, dest) else {
         return Ok(ALLOW);
     };
     match decide(&route, true) {
@@ -58,8 +60,8 @@ pub(crate) fn try_redirect6(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: as in `try_redirect4`.
     let sa = unsafe { &mut *ctx.sock_addr };
     let dest = ip6_bytes(&sa.user_ip6);
-    let port_be = sa.user_port as u16;
-    let proto = sa.protocol as u8;
+    let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
+    let proto = u8::try_from(sa.protocol).map_err(|_| ALLOW)?;
     let route = match v4_unmapped(&dest) {
         Some(dest4) => lookup4(proto, port_be, dest4),
         None => lookup6(proto, port_be, dest),
@@ -158,12 +160,12 @@ fn remember(
     };
     // Unconnected UDP calls this per datagram: skip the write when nothing changed.
     // SAFETY: plain data; see `select.rs`.
-    if let Some(known) = unsafe { REVNAT.get(&key) } {
-        if *known == value {
-            return;
-        }
+    if let Some(known) = unsafe { REVNAT.get(key) }
+        && *known == value
+    {
+        return;
     }
-    if REVNAT.insert(&key, &value, 0).is_err() {
+    if REVNAT.insert(key, value, 0).is_err() {
         count(stat::REVNAT_FAILED);
     }
 }

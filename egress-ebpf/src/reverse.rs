@@ -17,12 +17,13 @@ pub(crate) fn try_reverse4(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: the kernel passes a valid context for the life of the program.
     let sa = unsafe { &mut *ctx.sock_addr };
     let peer = v4_mapped(sa.user_ip4.to_ne_bytes());
-    if let Some(original) = original(ctx, peer, sa.user_port as u16) {
-        if let Some(addr) = v4_unmapped(&original.addr) {
-            sa.user_ip4 = u32::from_ne_bytes(addr);
-            sa.user_port = u32::from(original.port_be);
-            count(stat::REVERSED);
-        }
+    let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
+    if let Some(original) = original(ctx, peer, port_be)
+        && let Some(addr) = v4_unmapped(&original.addr)
+    {
+        sa.user_ip4 = u32::from_ne_bytes(addr);
+        sa.user_port = u32::from(original.port_be);
+        count(stat::REVERSED);
     }
     Ok(ALLOW)
 }
@@ -32,7 +33,8 @@ pub(crate) fn try_reverse6(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: as above.
     let sa = unsafe { &mut *ctx.sock_addr };
     let peer = ip6_bytes(&sa.user_ip6);
-    if let Some(original) = original(ctx, peer, sa.user_port as u16) {
+    let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
+    if let Some(original) = original(ctx, peer, port_be) {
         sa.user_ip6 = ip6_words(&original.addr);
         sa.user_port = u32::from(original.port_be);
         count(stat::REVERSED);
@@ -51,5 +53,5 @@ fn original(ctx: &SockAddrContext, peer: [u8; 16], port_be: u16) -> Option<RevNa
         reserved: [0; 6],
     };
     // SAFETY: plain data, copied out at once.
-    unsafe { REVNAT.get(&key) }.copied()
+    unsafe { REVNAT.get(key) }.copied()
 }

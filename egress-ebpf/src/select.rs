@@ -16,7 +16,7 @@ pub(crate) fn current_task_selected() -> bool {
     let mut selected = false;
     for level in 0..MAX_CGROUP_DEPTH {
         // SAFETY: a helper with no memory arguments; returns 0 past the task's own level.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level.cast_signed()) };
         if id == 0 {
             break;
         }

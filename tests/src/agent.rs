@@ -15,7 +15,11 @@ pub fn agent_bin() -> PathBuf {
         return bin.into();
     }
     let bin = crate::workspace_bin("egress-agent");
-    assert!(bin.exists(), "{} is missing: build it first (`cargo build -p egress-agent`) or set EGRESS_AGENT_BIN", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p egress-agent`) or set EGRESS_AGENT_BIN",
+        bin.display()
+    );
     bin
 }
 
@@ -41,7 +45,8 @@ impl Agent {
     pub fn start_with(config: &str, extra_args: &[&str]) -> Self {
         let name = crate::unique("agent");
         let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
         let mut agent = Self {
             child: None,
             dir,
@@ -66,8 +71,10 @@ impl Agent {
     pub fn write_config(&self, config: &str) {
         let path = self.config_path();
         let staged = self.dir.join("config.yaml.new");
-        std::fs::write(&staged, config).unwrap_or_else(|err| panic!("write {}: {err}", staged.display()));
-        std::fs::rename(&staged, &path).unwrap_or_else(|err| panic!("rename to {}: {err}", path.display()));
+        std::fs::write(&staged, config)
+            .unwrap_or_else(|err| panic!("write {}: {err}", staged.display()));
+        std::fs::rename(&staged, &path)
+            .unwrap_or_else(|err| panic!("rename to {}: {err}", path.display()));
     }
 
     /// Starts the process (again), appending to the same log.
@@ -109,12 +116,16 @@ impl Agent {
     pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
         self.signal(signal);
         let mut child = self.child.take().expect("agent not running");
-        child.wait().unwrap_or_else(|err| panic!("wait agent: {err}"))
+        child
+            .wait()
+            .unwrap_or_else(|err| panic!("wait agent: {err}"))
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
     }
 
     /// Everything the agent logged so far.
@@ -148,7 +159,8 @@ impl Agent {
     pub fn maps_json(&self, view: &str) -> Option<serde_json::Value> {
         let output = self.cli(&["maps", view, "-o", "json"]);
         output.status.success().then(|| {
-            serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("maps {view} json: {err}"))
+            serde_json::from_slice(&output.stdout)
+                .unwrap_or_else(|err| panic!("maps {view} json: {err}"))
         })
     }
 
@@ -160,7 +172,11 @@ impl Agent {
     }
 
     /// Waits until `done(routes, cgroups)` holds for the CLI's JSON.
-    pub fn wait_until(&self, what: &str, done: impl Fn(&[serde_json::Value], &[serde_json::Value]) -> bool) {
+    pub fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[serde_json::Value], &[serde_json::Value]) -> bool,
+    ) {
         let deadline = Instant::now() + CONVERGE;
         while Instant::now() < deadline {
             let cgroups = self
@@ -172,12 +188,18 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("agent never reached: {what}; routes {:#?}\nlog:\n{}", self.routes(), self.log());
+        panic!(
+            "agent never reached: {what}; routes {:#?}\nlog:\n{}",
+            self.routes(),
+            self.log()
+        );
     }
 
     /// Waits for exactly `routes` routes and `cgroups` cgroup entries.
     pub fn wait_converged(&self, routes: usize, cgroups: usize) {
-        self.wait_until(&format!("{routes} routes and {cgroups} cgroups"), |r, c| r.len() == routes && c.len() == cgroups);
+        self.wait_until(&format!("{routes} routes and {cgroups} cgroups"), |r, c| {
+            r.len() == routes && c.len() == cgroups
+        });
     }
 }
 
@@ -190,10 +212,10 @@ impl Drop for Agent {
         if self.bpffs_dir.exists() {
             let _ = self.cli(&["uninstall"]);
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
+        if std::thread::panicking() {
             eprintln!("agent log kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

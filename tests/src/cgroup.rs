@@ -31,11 +31,13 @@ impl TestCgroup {
     }
 
     fn create(path: PathBuf) -> Self {
-        std::fs::create_dir_all(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
         Self { path, owned: true }
     }
 
     /// A child cgroup (removed before its parent).
+    #[must_use]
     pub fn child(&self, name: &str) -> Self {
         Self::create(self.path.join(name))
     }
@@ -47,7 +49,9 @@ impl TestCgroup {
 
     /// The cgroup id.
     pub fn id(&self) -> u64 {
-        std::fs::metadata(&self.path).unwrap_or_else(|err| panic!("stat {}: {err}", self.path.display())).ino()
+        std::fs::metadata(&self.path)
+            .unwrap_or_else(|err| panic!("stat {}: {err}", self.path.display()))
+            .ino()
     }
 
     /// Makes `command` start inside this cgroup.

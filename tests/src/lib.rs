@@ -27,7 +27,10 @@ pub fn kernel_tests_enabled() -> bool {
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    assert!(root, "the kernel tests need root (set EGRESS_SKIP_KERNEL_TESTS=1 to skip them by hand)");
+    assert!(
+        root,
+        "the kernel tests need root (set EGRESS_SKIP_KERNEL_TESTS=1 to skip them by hand)"
+    );
     assert!(
         cgroup::cgroup2_mount().is_some(),
         "no cgroup2 mount in /proc/self/mountinfo (set EGRESS_SKIP_KERNEL_TESTS=1 to skip by hand)"
@@ -39,7 +42,11 @@ pub fn kernel_tests_enabled() -> bool {
 pub fn unique(label: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("egress-test-{}-{}-{label}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "egress-test-{}-{}-{label}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A binary of the workspace next to the test executable (`target/<profile>/NAME`); `cargo`
@@ -51,6 +58,9 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     }
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(std::path::Path::parent).expect("test binary in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary in target/<profile>/deps");
     dir.join(name)
 }

@@ -21,9 +21,12 @@ impl Server {
     /// Starts a server labelled `label` on `ip`, on a port free for both TCP and UDP.
     pub fn start(ip: &str, label: &'static str) -> Self {
         for _ in 0..100 {
-            let tcp = TcpListener::bind((ip, 0)).unwrap_or_else(|err| panic!("bind tcp {ip}: {err}"));
+            let tcp =
+                TcpListener::bind((ip, 0)).unwrap_or_else(|err| panic!("bind tcp {ip}: {err}"));
             let addr = tcp.local_addr().expect("local addr");
-            let Ok(udp) = UdpSocket::bind(addr) else { continue };
+            let Ok(udp) = UdpSocket::bind(addr) else {
+                continue;
+            };
             thread::spawn(move || {
                 for mut stream in tcp.incoming().flatten() {
                     let _ = stream.write_all(label.as_bytes());
@@ -72,7 +75,9 @@ impl Probe {
         let mut command = Command::new(crate::workspace_bin("egress-probe"));
         command.args([mode, addr]);
         cgroup.enter(&mut command);
-        let output = command.output().unwrap_or_else(|err| panic!("run probe: {err}"));
+        let output = command
+            .output()
+            .unwrap_or_else(|err| panic!("run probe: {err}"));
         let stdout = String::from_utf8_lossy(&output.stdout);
         serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
             panic!(

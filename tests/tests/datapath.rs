@@ -11,10 +11,20 @@ fn tcp_connect_is_redirected_and_counted() {
     let world = World::new();
     let agent = world.start_web_agent();
     let probe = Probe::run(&world.selected, "tcp", &world.direct_addr());
-    assert_eq!(probe.reply(), "gateway", "selected task must reach the gateway");
-    assert_eq!(probe.peer, world.direct_addr(), "getpeername must report the original destination");
+    assert_eq!(
+        probe.reply(),
+        "gateway",
+        "selected task must reach the gateway"
+    );
+    assert_eq!(
+        probe.peer,
+        world.direct_addr(),
+        "getpeername must report the original destination"
+    );
     agent.wait_until("one TCP redirect counted", |routes, _| {
-        routes.iter().any(|r| r["protocol"] == "TCP" && r["redirects"] == 1 && r["rule"] == "web")
+        routes
+            .iter()
+            .any(|r| r["protocol"] == "TCP" && r["redirects"] == 1 && r["rule"] == "web")
     });
 }
 
@@ -47,8 +57,14 @@ fn descendant_is_redirected_and_nested_exempt_goes_direct() {
     );
     let agent = Agent::start(&config);
     agent.wait_converged(2, 2);
-    assert_eq!(Probe::run(&descendant, "tcp", &world.direct_addr()).reply(), "gateway");
-    assert_eq!(Probe::run(&exempt, "tcp", &world.direct_addr()).reply(), "direct");
+    assert_eq!(
+        Probe::run(&descendant, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
+    assert_eq!(
+        Probe::run(&exempt, "tcp", &world.direct_addr()).reply(),
+        "direct"
+    );
     assert_eq!(
         Probe::run(&exempt_child, "tcp", &world.direct_addr()).reply(),
         "direct",
@@ -65,7 +81,10 @@ fn port_outside_the_rule_goes_direct() {
     let world = World::new();
     let _agent = world.start_web_agent();
     let other = Server::start("127.0.0.2", "other-port");
-    assert_eq!(Probe::run(&world.selected, "tcp", &other.addr.to_string()).reply(), "other-port");
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &other.addr.to_string()).reply(),
+        "other-port"
+    );
 }
 
 #[test]
@@ -83,8 +102,14 @@ fn cidr_routes_match_and_longest_prefix_wins() {
     );
     let agent = Agent::start(&world.config(&rules));
     agent.wait_converged(2, 1);
-    assert_eq!(Probe::run(&world.selected, "tcp", &format!("127.77.200.9:{port}")).reply(), "gateway");
-    assert_eq!(Probe::run(&world.selected, "tcp", &format!("127.77.1.1:{port}")).reply(), "second-gateway");
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &format!("127.77.200.9:{port}")).reply(),
+        "gateway"
+    );
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &format!("127.77.1.1:{port}")).reply(),
+        "second-gateway"
+    );
 }
 
 #[test]
@@ -96,7 +121,11 @@ fn udp_sendto_is_redirected_and_the_reply_comes_from_the_original_destination() 
     let _agent = world.start_web_agent();
     let probe = Probe::run(&world.selected, "udp", &world.direct_addr());
     assert_eq!(probe.reply(), "gateway:ping");
-    assert_eq!(probe.peer, world.direct_addr(), "recvfrom must see the address the client sent to");
+    assert_eq!(
+        probe.peer,
+        world.direct_addr(),
+        "recvfrom must see the address the client sent to"
+    );
 }
 
 #[test]
@@ -108,7 +137,11 @@ fn connected_udp_is_redirected() {
     let _agent = world.start_web_agent();
     let probe = Probe::run(&world.selected, "udp-connected", &world.direct_addr());
     assert_eq!(probe.reply(), "gateway:ping");
-    assert_eq!(probe.peer, world.direct_addr(), "getpeername on connected UDP");
+    assert_eq!(
+        probe.peer,
+        world.direct_addr(),
+        "getpeername on connected UDP"
+    );
 }
 
 #[test]
@@ -120,7 +153,11 @@ fn v4_mapped_destinations_on_v6_sockets_use_the_v4_routes() {
     let _agent = world.start_web_agent();
     let mapped = format!("[::ffff:127.0.0.2]:{}", world.direct.port());
     let probe = Probe::run(&world.selected, "tcp", &mapped);
-    assert_eq!(probe.reply(), "gateway", "a dual-stack socket must not bypass a v4 rule");
+    assert_eq!(
+        probe.reply(),
+        "gateway",
+        "a dual-stack socket must not bypass a v4 rule"
+    );
     assert_eq!(probe.peer, mapped);
     let probe = Probe::run(&world.selected, "udp", &mapped);
     assert_eq!(probe.reply(), "gateway:ping");
@@ -153,8 +190,15 @@ fn native_v6_routes_reach_v6_and_v4_mapped_gateways() {
     assert_eq!(probe.reply(), "gateway6:ping");
     assert_eq!(probe.peer, target);
     let probe = Probe::run(&world.selected, "tcp", &direct6b.addr.to_string());
-    assert_eq!(probe.reply(), "gateway", "v6 destination sent to a v4 gateway via its mapped address");
-    assert_eq!(Probe::run(&world.unselected, "tcp", &target).reply(), "direct6");
+    assert_eq!(
+        probe.reply(),
+        "gateway",
+        "v6 destination sent to a v4 gateway via its mapped address"
+    );
+    assert_eq!(
+        Probe::run(&world.unselected, "tcp", &target).reply(),
+        "direct6"
+    );
 }
 
 #[test]
@@ -174,12 +218,24 @@ fn fail_closed_route_without_gateway_refuses_with_eperm() {
         assert!(!probe.ok, "{mode}: fail-closed must refuse, got {probe:?}");
         assert_eq!(probe.errno, Some(libc::EPERM), "{mode}: {probe:?}");
     }
-    assert_eq!(Probe::run(&world.unselected, "tcp", &world.direct_addr()).reply(), "direct", "only selected tasks are refused");
+    assert_eq!(
+        Probe::run(&world.unselected, "tcp", &world.direct_addr()).reply(),
+        "direct",
+        "only selected tasks are refused"
+    );
     let routes = agent.routes();
-    assert!(routes.iter().all(|r| r["gateway"].is_null() && r["failClosed"] == true), "{routes:#?}");
+    assert!(
+        routes
+            .iter()
+            .all(|r| r["gateway"].is_null() && r["failClosed"] == true),
+        "{routes:#?}"
+    );
 
     // The same rule failing open: no gateway, no routes, traffic goes direct.
     agent.write_config(&world.config(&rules.replace("failClosed: true", "failClosed: false")));
     agent.wait_converged(0, 1);
-    assert_eq!(Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(), "direct");
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "direct"
+    );
 }

@@ -1,6 +1,6 @@
 //! The agent's life: crashes, restarts, reloads, bad input, uninstall, limits.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::{fmt::Write as _, os::unix::fs::PermissionsExt as _};
 
 use egress_tests::{Agent, Probe, World, kernel_tests_enabled};
 
@@ -11,15 +11,25 @@ fn attachments_at(path: &std::path::Path) -> Vec<(String, String)> {
         .arg(path)
         .output()
         .unwrap_or_else(|err| panic!("bpftool (installed by `cargo xtask setup`): {err}"));
-    assert!(output.status.success(), "bpftool: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     if text.trim().is_empty() {
         return Vec::new();
     }
-    let list: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_else(|err| panic!("bpftool json {text}: {err}"));
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("bpftool json {text}: {err}"));
     let mut out: Vec<_> = list
         .iter()
-        .map(|a| (a["attach_type"].as_str().unwrap_or_default().to_owned(), a["name"].as_str().unwrap_or_default().to_owned()))
+        .map(|a| {
+            (
+                a["attach_type"].as_str().unwrap_or_default().to_owned(),
+                a["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -43,8 +53,15 @@ fn redirection_survives_sigkill() {
     let world = World::new();
     let mut agent = world.start_web_agent();
     agent.stop_with(libc::SIGKILL);
-    assert_eq!(Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(), "gateway", "pinned state keeps working");
-    assert_eq!(Probe::run(&world.selected, "udp", &world.direct_addr()).reply(), "gateway:ping");
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway",
+        "pinned state keeps working"
+    );
+    assert_eq!(
+        Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
+        "gateway:ping"
+    );
 }
 
 #[test]
@@ -65,12 +82,23 @@ fn restart_adopts_pinned_state_with_one_attachment_per_hook() {
     );
     agent.spawn();
     agent.wait_log("adopted=8 attached=0");
-    assert_eq!(program_ids(&agent), before, "the same programs stay attached");
+    assert_eq!(
+        program_ids(&agent),
+        before,
+        "the same programs stay attached"
+    );
     let attached = attachments_at(world.root.path());
     let hooks: std::collections::BTreeSet<_> = attached.iter().map(|(t, _)| t.clone()).collect();
-    assert_eq!(attached.len(), 8, "exactly one attachment per hook: {attached:#?}");
+    assert_eq!(
+        attached.len(),
+        8,
+        "exactly one attachment per hook: {attached:#?}"
+    );
     assert_eq!(hooks.len(), 8, "{attached:#?}");
-    assert_eq!(Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(), "gateway");
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
 }
 
 #[test]
@@ -86,9 +114,16 @@ fn changing_the_attach_point_moves_every_link() {
     );
     agent.write_config(&config);
     agent.wait_log("attached=8 removed=8");
-    assert_eq!(attachments_at(world.root.path()), Vec::new(), "old attach point left clean");
+    assert_eq!(
+        attachments_at(world.root.path()),
+        Vec::new(),
+        "old attach point left clean"
+    );
     assert_eq!(attachments_at(world.selected.path()).len(), 8);
-    assert_eq!(Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(), "gateway");
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
 }
 
 #[test]
@@ -104,16 +139,30 @@ fn invalid_reload_keeps_the_state_and_says_why() {
     agent.signal(libc::SIGHUP);
     agent.wait_log("config rejected");
     let log = agent.log();
-    assert!(log.contains("rules[0].ports[1].protocol") && log.contains("line 8"), "error names field and line:\n{log}");
+    assert!(
+        log.contains("rules[0].ports[1].protocol") && log.contains("line 8"),
+        "error names field and line:\n{log}"
+    );
     assert!(agent.is_running(), "a bad config must not stop the agent");
     assert_eq!(agent.routes(), before, "the previous state stays");
-    assert_eq!(Probe::run(&world.selected, "udp", &world.direct_addr()).reply(), "gateway:ping");
+    assert_eq!(
+        Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
+        "gateway:ping"
+    );
 
     // A valid edit is picked up from the file alone (no signal), adding and removing routes.
-    let tcp_only = world.web_rule().lines().filter(|l| !l.contains("UDP")).collect::<Vec<_>>().join("\n");
+    let tcp_only = world
+        .web_rule()
+        .lines()
+        .filter(|l| !l.contains("UDP"))
+        .collect::<Vec<_>>()
+        .join("\n");
     agent.write_config(&world.config(&tcp_only));
     agent.wait_converged(1, 1);
-    assert_eq!(Probe::run(&world.selected, "udp", &world.direct_addr()).reply(), "direct:ping");
+    assert_eq!(
+        Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
+        "direct:ping"
+    );
 }
 
 #[test]
@@ -122,13 +171,22 @@ fn invalid_config_at_start_waits_for_a_valid_one() {
         return;
     }
     let world = World::new();
-    let mut agent = Agent::start(&world.config("  - name: web\n    gateway: 127.0.0.3\n    ports: [{port: 80}]\n"));
+    let mut agent = Agent::start(
+        &world.config("  - name: web\n    gateway: 127.0.0.3\n    ports: [{port: 80}]\n"),
+    );
     agent.wait_log("config rejected");
-    assert!(agent.log().contains("rules[0]") && agent.log().contains("hosts, addresses"), "{}", agent.log());
+    assert!(
+        agent.log().contains("rules[0]") && agent.log().contains("hosts, addresses"),
+        "{}",
+        agent.log()
+    );
     assert!(agent.is_running());
     agent.write_config(&world.config(&world.web_rule()));
     agent.wait_converged(2, 1);
-    assert_eq!(Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(), "gateway");
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
 }
 
 #[test]
@@ -140,15 +198,36 @@ fn uninstall_leaves_nothing_behind() {
     let mut agent = world.start_web_agent();
     agent.stop_with(libc::SIGTERM);
     let output = agent.cli(&["uninstall"]);
-    assert!(output.status.success(), "uninstall: {}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(attachments_at(world.root.path()), Vec::new(), "no program left attached");
-    assert!(!agent.bpffs_dir.exists(), "pin directory removed: {}", agent.bpffs_dir.display());
-    assert_eq!(Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(), "direct");
+    assert!(
+        output.status.success(),
+        "uninstall: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        attachments_at(world.root.path()),
+        Vec::new(),
+        "no program left attached"
+    );
+    assert!(
+        !agent.bpffs_dir.exists(),
+        "pin directory removed: {}",
+        agent.bpffs_dir.display()
+    );
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "direct"
+    );
     let again = agent.cli(&["uninstall"]);
     assert!(again.status.success(), "uninstall is idempotent");
     let maps = agent.cli(&["maps", "routes"]);
-    assert!(!maps.status.success(), "maps must fail when nothing is installed");
-    assert!(String::from_utf8_lossy(&maps.stderr).contains("no pinned maps"), "{maps:?}");
+    assert!(
+        !maps.status.success(),
+        "maps must fail when nothing is installed"
+    );
+    assert!(
+        String::from_utf8_lossy(&maps.stderr).contains("no pinned maps"),
+        "{maps:?}"
+    );
 }
 
 #[test]
@@ -158,11 +237,18 @@ fn pinned_objects_are_root_only() {
     }
     let world = World::new();
     let agent = world.start_web_agent();
-    for dir in [agent.bpffs_dir.clone(), agent.bpffs_dir.join("maps"), agent.bpffs_dir.join("links")] {
+    for dir in [
+        agent.bpffs_dir.clone(),
+        agent.bpffs_dir.join("maps"),
+        agent.bpffs_dir.join("links"),
+    ] {
         let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
     }
-    for entry in std::fs::read_dir(agent.bpffs_dir.join("maps")).expect("maps dir").flatten() {
+    for entry in std::fs::read_dir(agent.bpffs_dir.join("maps"))
+        .expect("maps dir")
+        .flatten()
+    {
         let mode = entry.metadata().expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.path().display());
     }
@@ -179,7 +265,7 @@ fn a_full_routes_map_gives_a_clear_error_and_keeps_running() {
     let mut addresses = String::new();
     for i in 0..=capacity {
         let [_, b, c, d] = (0x7f80_0000_u32 + i).to_be_bytes();
-        addresses.push_str(&format!("127.{b}.{c}.{d},"));
+        let _ = write!(addresses, "127.{b}.{c}.{d},");
     }
     let rules = format!(
         "  - name: huge\n    gateway: 127.0.0.3\n    addresses: [{}]\n    ports: [{{port: {}}}]\n",
@@ -187,7 +273,9 @@ fn a_full_routes_map_gives_a_clear_error_and_keeps_running() {
         world.direct.port()
     );
     let mut agent = Agent::start(&world.config(&rules));
-    agent.wait_log(&format!("ROUTES_V4 is full ({capacity} entries): 1 routes were not installed"));
+    agent.wait_log(&format!(
+        "ROUTES_V4 is full ({capacity} entries): 1 routes were not installed"
+    ));
     assert!(agent.is_running());
 }
 
@@ -200,10 +288,26 @@ fn maps_cli_prints_kubectl_style_tables() {
     let agent = world.start_web_agent();
     let routes = String::from_utf8(agent.cli(&["maps", "routes"]).stdout).expect("utf8");
     let header = routes.lines().next().unwrap_or_default();
-    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["DESTINATION", "PORT", "PROTO", "GATEWAY", "RULE", "REDIRECTS"]);
-    assert!(routes.contains(&format!("127.0.0.3:{}", world.gateway.port())), "{routes}");
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        [
+            "DESTINATION",
+            "PORT",
+            "PROTO",
+            "GATEWAY",
+            "RULE",
+            "REDIRECTS"
+        ]
+    );
+    assert!(
+        routes.contains(&format!("127.0.0.3:{}", world.gateway.port())),
+        "{routes}"
+    );
     let cgroups = String::from_utf8(agent.cli(&["maps", "cgroups"]).stdout).expect("utf8");
-    assert!(cgroups.contains("selected") && cgroups.contains("/selected"), "{cgroups}");
+    assert!(
+        cgroups.contains("selected") && cgroups.contains("/selected"),
+        "{cgroups}"
+    );
     let json = agent.maps_json("cgroups").expect("cgroups json");
     assert_eq!(json["cgroups"][0]["id"], world.selected.id());
 }

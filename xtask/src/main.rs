@@ -1,1 +1,40 @@
-fn main() {}
+//! `cargo xtask`: setup, test, demo, bench. Everything a fresh machine needs is installed by
+//! `setup`, which the other commands run first; every step is idempotent.
+#![expect(clippy::print_stdout, reason = "xtask talks to the terminal")]
+
+mod bench;
+mod demo;
+mod setup;
+mod shell;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+/// Project automation.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain (nightly rust-src, bpf-linker) and the test packages.
+    Setup,
+    /// fmt, clippy, unit tests and the real-kernel integration tests (as root).
+    Test,
+    /// Run the main job on a local sandbox: a client redirected to a gateway, one not.
+    Demo,
+    /// Measure connect cost (direct, hook miss, hook redirect, iptables DNAT) and hook ns/call;
+    /// writes docs/benchmarks.md.
+    Bench,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+        Command::Bench => bench::run(),
+    }
+}

@@ -117,7 +117,7 @@ impl Maps {
     /// Every installed route, IPv4 first.
     pub fn routes(&self) -> Result<Vec<RouteEntry>, DatapathError> {
         let mut entries = Vec::new();
-        for item in self.routes_v4.iter() {
+        for item in &self.routes_v4 {
             let (key, value) = item.map_err(DatapathError::map(map_names::ROUTES_V4))?;
             if let Some(route) = route_match(
                 key.data().proto,
@@ -128,7 +128,7 @@ impl Maps {
                 entries.push(RouteEntry { route, value });
             }
         }
-        for item in self.routes_v6.iter() {
+        for item in &self.routes_v6 {
             let (key, value) = item.map_err(DatapathError::map(map_names::ROUTES_V6))?;
             if let Some(route) = route_match(
                 key.data().proto,
@@ -151,7 +151,8 @@ impl Maps {
         let proto = route.protocol.number();
         let port_be = route.port.to_be();
         let prefix = u32::from(route.dest.prefix_len());
-        let result = match route.dest.addr() {
+
+        match route.dest.addr() {
             IpAddr::V4(addr) => self
                 .routes_v4
                 .insert(
@@ -184,8 +185,7 @@ impl Maps {
                     0,
                 )
                 .map_err(|err| full_or(err, map_names::ROUTES_V6, limits::MAX_ROUTES_V6)),
-        };
-        result
+        }
     }
 
     /// Removes a route.
@@ -252,7 +252,7 @@ impl Maps {
     /// Redirect counts by route id, summed over CPUs.
     pub fn route_counts(&self) -> Result<HashMap<u32, u64>, DatapathError> {
         let mut counts = HashMap::new();
-        for item in self.route_stats.iter() {
+        for item in &self.route_stats {
             let (id, values) = item.map_err(DatapathError::map(map_names::ROUTE_STATS))?;
             counts.insert(id, values.iter().sum());
         }
@@ -275,7 +275,7 @@ impl Maps {
     /// Cgroup entries.
     pub fn cgroups(&self) -> Result<BTreeMap<u64, u32>, DatapathError> {
         let mut out = BTreeMap::new();
-        for item in self.cgroups.iter() {
+        for item in &self.cgroups {
             let (id, mode) = item.map_err(DatapathError::map(map_names::CGROUPS))?;
             out.insert(id, mode.mode);
         }
@@ -297,7 +297,7 @@ impl Maps {
     /// Rule names by id.
     pub fn rule_names(&self) -> Result<BTreeMap<u32, String>, DatapathError> {
         let mut out = BTreeMap::new();
-        for item in self.rule_names.iter() {
+        for item in &self.rule_names {
             let (id, name) = item.map_err(DatapathError::map(map_names::RULE_NAMES))?;
             let end = name
                 .bytes
@@ -335,17 +335,17 @@ fn route_match(proto: u8, port_be: u16, addr: IpAddr, prefix: u32) -> Option<Rou
 }
 
 fn full_or(err: aya::maps::MapError, map: &'static str, capacity: u32) -> DatapathError {
-    if let aya::maps::MapError::SyscallError(syscall) = &err {
-        if matches!(
+    if let aya::maps::MapError::SyscallError(syscall) = &err
+        && matches!(
             syscall.io_error.raw_os_error(),
             Some(libc::ENOSPC | libc::E2BIG)
-        ) {
-            return DatapathError::RoutesFull {
-                map,
-                capacity,
-                dropped: 1,
-            };
-        }
+        )
+    {
+        return DatapathError::RoutesFull {
+            map,
+            capacity,
+            dropped: 1,
+        };
     }
     DatapathError::map(map)(err)
 }

@@ -18,12 +18,11 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (mode, addr) = match args.as_slice() {
-        [_, mode, addr] => (mode.as_str(), addr.parse::<SocketAddr>()),
-        _ => {
-            eprintln!("usage: egress-probe tcp|udp|udp-connected ADDR");
-            std::process::exit(2);
-        }
+    let (mode, addr) = if let [_, mode, addr] = args.as_slice() {
+        (mode.as_str(), addr.parse::<SocketAddr>())
+    } else {
+        eprintln!("usage: egress-probe tcp|udp|udp-connected ADDR");
+        std::process::exit(2);
     };
     let addr = addr.unwrap_or_else(|err| panic!("bad address {}: {err}", args[2]));
     let result = match mode {
@@ -33,8 +32,12 @@ fn main() {
         other => panic!("unknown mode {other}"),
     };
     let line = match result {
-        Ok((reply, peer)) => serde_json::json!({"ok": true, "reply": reply, "peer": peer.to_string()}),
-        Err(err) => serde_json::json!({"ok": false, "error": err.to_string(), "errno": err.raw_os_error()}),
+        Ok((reply, peer)) => {
+            serde_json::json!({"ok": true, "reply": reply, "peer": peer.to_string()})
+        }
+        Err(err) => {
+            serde_json::json!({"ok": false, "error": err.to_string(), "errno": err.raw_os_error()})
+        }
     };
     println!("{line}");
 }
@@ -49,7 +52,11 @@ fn tcp(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
 }
 
 fn bind_for(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = if addr.is_ipv4() { UdpSocket::bind("127.0.0.1:0")? } else { UdpSocket::bind("[::]:0")? };
+    let socket = if addr.is_ipv4() {
+        UdpSocket::bind("127.0.0.1:0")?
+    } else {
+        UdpSocket::bind("[::]:0")?
+    };
     socket.set_read_timeout(Some(TIMEOUT))?;
     Ok(socket)
 }
@@ -68,5 +75,8 @@ fn udp_connected(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
     socket.send(b"ping")?;
     let mut buf = [0; 512];
     let len = socket.recv(&mut buf)?;
-    Ok((String::from_utf8_lossy(&buf[..len]).into_owned(), socket.peer_addr()?))
+    Ok((
+        String::from_utf8_lossy(&buf[..len]).into_owned(),
+        socket.peer_addr()?,
+    ))
 }

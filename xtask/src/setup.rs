@@ -1,0 +1,127 @@
+//! `cargo xtask setup`: the eBPF toolchain and the packages tests and benchmarks use.
+//!
+//! * nightly `rust-src` (aya-build compiles core for the BPF target with it);
+//! * bpf-linker built against the nightly's own LLVM (a prefix whose `lib/libLLVM.so` links to
+//!   the nightly's libLLVM), so the two agree on the bitcode;
+//! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq.
+//!
+//! Each step checks first and does nothing when already done.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::shell::{self, works};
+
+/// The bpf-linker release built here (verified with the nightly's LLVM 22).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// LLVM major version of the nightly toolchain; bpf-linker's matching feature.
+const LLVM_FEATURE: &str = "llvm-22";
+/// Debian packages: (command that proves it is installed, package).
+const PACKAGES: [(&str, &str); 6] = [
+    ("bpftool", "bpftool"),
+    ("ip", "iproute2"),
+    ("iptables", "iptables"),
+    ("nft", "nftables"),
+    ("curl", "curl"),
+    ("dnsmasq", "dnsmasq"),
+];
+
+/// Runs every step.
+pub(crate) fn run() -> anyhow::Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    packages()?;
+    println!("setup: done");
+    Ok(())
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let sysroot = shell::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("the nightly toolchain is needed for the eBPF build")?;
+    let library = PathBuf::from(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
+    if library.exists() {
+        return Ok(());
+    }
+    shell::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+/// bpf-linker links the nightly's libLLVM dynamically, so it runs where the nightly's library
+/// path is set: under `rustup run nightly`, which is how aya-build invokes the eBPF build.
+fn bpf_linker_works() -> bool {
+    works("rustup", &["run", "nightly", "bpf-linker", "--version"])
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    let sysroot = shell::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = PathBuf::from(sysroot.trim()).join("lib");
+    let libllvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("listing {}", lib.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so."))
+        })
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+    let prefix = PathBuf::from(home).join(".cache/egress-agent/llvm-prefix");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    println!(
+        "setup: building bpf-linker against {} (a few minutes)",
+        libllvm.display()
+    );
+    shell::run(
+        shell::cargo()
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                LLVM_FEATURE,
+            ])
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    if !bpf_linker_works() {
+        bail!(
+            "bpf-linker was installed but `rustup run nightly bpf-linker --version` fails; is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(())
+}
+
+fn packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(command, _)| !works("sh", &["-c", &format!("command -v {command}")]))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !shell::is_root() {
+        bail!("missing packages {missing:?}: run `cargo xtask setup` as root, or install them");
+    }
+    shell::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    shell::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
