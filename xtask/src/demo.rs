@@ -62,7 +62,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 /// Starts `command` inside the cgroup at `cgroup`.
-fn in_cgroup(command: &mut Command, cgroup: &Path) -> anyhow::Result<()> {
+pub(crate) fn in_cgroup(command: &mut Command, cgroup: &Path) -> anyhow::Result<()> {
     let procs = std::fs::OpenOptions::new()
         .write(true)
         .open(cgroup.join("cgroup.procs"))?;
@@ -103,7 +103,7 @@ fn curl(cgroup: &Path) -> anyhow::Result<String> {
 }
 
 /// Runs the demo.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     crate::setup::run()?;
     if !shell::is_root() {
         bail!("the demo attaches eBPF programs: run it as root");

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! The gateway stands in for an Istio/Kuadrant egress gateway: it routes by Host, like an
-//! HTTPRoute, and its own connection to the origin is what the agent must leave alone.
+//! `HTTPRoute`, and its own connection to the origin is what the agent must leave alone.
 
 use std::{
     collections::HashMap,

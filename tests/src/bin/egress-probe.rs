@@ -5,6 +5,7 @@
 //! egress-probe tcp ADDR            connect, read the greeting, report getpeername
 //! egress-probe udp ADDR            sendto, recvfrom: report the reply and its source
 //! egress-probe udp-connected ADDR  connect, send, recv, report getpeername
+//! egress-probe crr ADDR COUNT      COUNT x (connect, read to EOF, close); report ns/connection
 //! ```
 #![expect(clippy::print_stdout, reason = "the probe's output is its result")]
 
@@ -18,10 +19,21 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, addr, count] = args.as_slice() {
+        assert_eq!(mode, "crr", "only crr takes a count");
+        let addr: SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|err| panic!("bad address {addr}: {err}"));
+        let count: u32 = count
+            .parse()
+            .unwrap_or_else(|err| panic!("bad count {count}: {err}"));
+        crr(addr, count);
+        return;
+    }
     let (mode, addr) = if let [_, mode, addr] = args.as_slice() {
         (mode.as_str(), addr.parse::<SocketAddr>())
     } else {
-        eprintln!("usage: egress-probe tcp|udp|udp-connected ADDR");
+        eprintln!("usage: egress-probe tcp|udp|udp-connected ADDR | egress-probe crr ADDR COUNT");
         std::process::exit(2);
     };
     let addr = addr.unwrap_or_else(|err| panic!("bad address {}: {err}", args[2]));
@@ -79,4 +91,22 @@ fn udp_connected(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
         String::from_utf8_lossy(&buf[..len]).into_owned(),
         socket.peer_addr()?,
     ))
+}
+
+/// Connect/accept/close loop: the server closes first, so `TIME_WAIT` stays on its side.
+fn crr(addr: SocketAddr, count: u32) {
+    let start = std::time::Instant::now();
+    let mut buf = [0; 16];
+    for _ in 0..count {
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => while stream.read(&mut buf).unwrap_or(0) > 0 {},
+            // A server that resets on close can do so before connect() returns; the handshake
+            // completed all the same.
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(err) => panic!("connect {addr}: {err}"),
+        }
+    }
+    let elapsed = start.elapsed();
+    let line = serde_json::json!({"count": count, "ns_per_connection": elapsed.as_nanos() / u128::from(count.max(1))});
+    println!("{line}");
 }
