@@ -83,6 +83,15 @@ pub mod limits {
     pub const RULE_NAME_LEN: usize = 64;
 }
 
+/// `map_flags` the maps are created with (part of their definition, like their sizes).
+pub mod map_flags {
+    /// `BPF_F_NO_PREALLOC`: LPM tries (required) and the route counters.
+    pub const NO_PREALLOC: u32 = 1;
+    /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists for the reverse-NAT map, so an insert into a
+    /// full map evicts without the global LRU lock (every TCP redirect inserts).
+    pub const NO_COMMON_LRU: u32 = 1 << 1;
+}
+
 /// Flags in [`RouteValue::flags`].
 pub mod route_flags {
     /// When the gateway is unknown (all-zero address), refuse the connection with `EPERM`.

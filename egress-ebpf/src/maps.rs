@@ -8,8 +8,7 @@ use egress_common::{
     CgroupMode, RevNatKey, RevNatValue, RouteKey4, RouteKey6, RouteValue, RuleName, limits,
 };
 
-/// `BPF_F_NO_PREALLOC`: route counters are allocated as routes are added.
-const NO_PREALLOC: u32 = 1;
+use egress_common::map_flags::{NO_COMMON_LRU, NO_PREALLOC};
 
 #[map]
 pub(crate) static ROUTES_V4: LpmTrie<RouteKey4, RouteValue> =
@@ -31,7 +30,7 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::pinned(egress_common::s
 
 #[map]
 pub(crate) static REVNAT: LruHashMap<RevNatKey, RevNatValue> =
-    LruHashMap::pinned(limits::MAX_REVNAT, 0);
+    LruHashMap::pinned(limits::MAX_REVNAT, NO_COMMON_LRU);
 
 /// Written by userspace only (rule id → name, for the CLI); declared here so that it is created
 /// and pinned together with the other maps.

@@ -46,7 +46,14 @@ pub(crate) fn try_redirect4(ctx: &SockAddrContext) -> Result<i32, i32> {
             };
             sa.user_ip4 = u32::from_ne_bytes(gateway4);
             sa.user_port = u32::from(gateway_port_be);
-            remember(ctx, v4_mapped(dest), port_be, gateway, gateway_port_be);
+            remember(
+                ctx,
+                proto,
+                v4_mapped(dest),
+                port_be,
+                gateway,
+                gateway_port_be,
+            );
             count_route(route.route_id);
             Ok(ALLOW)
         }
@@ -75,7 +82,7 @@ pub(crate) fn try_redirect6(ctx: &SockAddrContext) -> Result<i32, i32> {
         Action::Rewrite(gateway, gateway_port_be) => {
             sa.user_ip6 = ip6_words(&gateway);
             sa.user_port = u32::from(gateway_port_be);
-            remember(ctx, dest, port_be, gateway, gateway_port_be);
+            remember(ctx, proto, dest, port_be, gateway, gateway_port_be);
             count_route(route.route_id);
             Ok(ALLOW)
         }
@@ -140,6 +147,7 @@ fn decide(route: &RouteValue, v4_socket: bool) -> Action {
 #[inline(always)]
 fn remember(
     ctx: &SockAddrContext,
+    proto: u8,
     dest: [u8; 16],
     port_be: u16,
     gateway: [u8; 16],
@@ -158,9 +166,11 @@ fn remember(
         port_be,
         reserved: 0,
     };
-    // Unconnected UDP calls this per datagram: skip the write when nothing changed.
+    // Unconnected UDP calls this per datagram: skip the write when nothing changed. A TCP
+    // socket connects once, so it never has an entry yet.
     // SAFETY: plain data; see `select.rs`.
-    if let Some(known) = unsafe { REVNAT.get(key) }
+    if proto == egress_common::proto::UDP
+        && let Some(known) = unsafe { REVNAT.get(key) }
         && *known == value
     {
         return;

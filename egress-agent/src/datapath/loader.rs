@@ -208,9 +208,13 @@ fn remove_if_present(path: &Path) -> Result<(), DatapathError> {
     }
 }
 
-/// (name, key size, value size, capacity) of every map, as the object defines them.
-fn expected_maps() -> [(&'static str, u32, u32, u32); 7] {
-    use egress_common::{limits, stat};
+/// (name, key size, value size, capacity, flags) of every map, as the object defines them.
+fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 7] {
+    use egress_common::{
+        limits,
+        map_flags::{NO_COMMON_LRU, NO_PREALLOC},
+        stat,
+    };
     // LPM trie keys carry a 4-byte prefix length before the data.
     let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     [
@@ -219,32 +223,43 @@ fn expected_maps() -> [(&'static str, u32, u32, u32); 7] {
             4 + size(size_of::<egress_common::RouteKey4>()),
             size(size_of::<egress_common::RouteValue>()),
             limits::MAX_ROUTES_V4,
+            NO_PREALLOC,
         ),
         (
             map_names::ROUTES_V6,
             4 + size(size_of::<egress_common::RouteKey6>()),
             size(size_of::<egress_common::RouteValue>()),
             limits::MAX_ROUTES_V6,
+            NO_PREALLOC,
         ),
         (
             map_names::CGROUPS,
             8,
             size(size_of::<egress_common::CgroupMode>()),
             limits::MAX_CGROUPS,
+            0,
         ),
-        (map_names::ROUTE_STATS, 4, 8, limits::MAX_ROUTE_STATS),
-        (map_names::STATS, 4, 8, stat::COUNT),
+        (
+            map_names::ROUTE_STATS,
+            4,
+            8,
+            limits::MAX_ROUTE_STATS,
+            NO_PREALLOC,
+        ),
+        (map_names::STATS, 4, 8, stat::COUNT, 0),
         (
             map_names::REVNAT,
             size(size_of::<egress_common::RevNatKey>()),
             size(size_of::<egress_common::RevNatValue>()),
             limits::MAX_REVNAT,
+            NO_COMMON_LRU,
         ),
         (
             map_names::RULE_NAMES,
             4,
             size(size_of::<egress_common::RuleName>()),
             limits::MAX_RULES,
+            0,
         ),
     ]
 }
@@ -253,7 +268,7 @@ fn expected_maps() -> [(&'static str, u32, u32, u32); 7] {
 /// ABI), so that the loader creates them afresh. Returns whether any was dropped.
 fn drop_incompatible_maps(pins: &PinDir) -> bool {
     let mut dropped = false;
-    for (name, key_size, value_size, max_entries) in expected_maps() {
+    for (name, key_size, value_size, max_entries, flags) in expected_maps() {
         let path = pins.map(name);
         if !path.exists() {
             continue;
@@ -264,6 +279,7 @@ fn drop_incompatible_maps(pins: &PinDir) -> bool {
                 info.key_size() == key_size
                     && info.value_size() == value_size
                     && info.max_entries() == max_entries
+                    && info.map_flags() == flags
             });
         if !compatible {
             warn!(
