@@ -27,6 +27,15 @@ use crate::{
     shell::{self, cargo, root},
 };
 
+/// The explanation under the program-cost table.
+const WHERE_THE_TIME_GOES: &str = "\
+Where the program's time goes: a miss is one LPM lookup; a routed destination adds the cgroup
+ancestor walk (one helper call and one hash lookup per level); a redirect adds the reverse-NAT
+record for `getpeername`/`recvmsg` (an LRU hash insert keyed by socket cookie) and two counters.
+Per-socket storage (`BPF_MAP_TYPE_SK_STORAGE`) would make that record cheaper, but aya-ebpf 0.2.1,
+which this project is pinned to, has no wrapper for it.
+";
+
 /// Connections per case per round.
 const CONNECTIONS: u32 = 20_000;
 /// Rounds; each case's figure is its median over rounds.
@@ -454,7 +463,8 @@ fn report(names: &[&str], few: &[Samples], many: &[Samples]) -> anyhow::Result<S
     );
     let _ = writeln!(
         text,
-        "and the direct row are within run-to-run noise on this machine."
+        "and the direct row are within run-to-run noise on this machine.\n"
     );
+    text.push_str(WHERE_THE_TIME_GOES);
     Ok(text)
 }
