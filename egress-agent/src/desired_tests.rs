@@ -6,7 +6,14 @@ fn rule(name: &str, gateway: Option<&str>, addresses: &[&str], hosts: &[&str]) -
         name: name.to_owned(),
         gateway: gateway.map(|g| g.parse().unwrap()),
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        addresses: addresses
+            .iter()
+            .map(|a| {
+                a.parse::<IpNet>()
+                    .or_else(|_| a.parse::<IpAddr>().map(IpNet::from))
+                    .unwrap_or_else(|err| panic!("test address {a}: {err}"))
+            })
+            .collect(),
         fail_closed: false,
         ports: vec![PortMap {
             port: 443,
