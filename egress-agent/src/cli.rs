@@ -28,6 +28,19 @@ pub enum Command {
     Maps(MapsArgs),
     /// Detach the programs and remove every pinned object.
     Uninstall(PinArgs),
+    /// Show the running agent's state: config, conflicts, hostnames and their addresses.
+    Status(StatusArgs),
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's admin endpoint.
+    #[arg(long, default_value = crate::admin::DEFAULT_ADMIN_ADDR, env = "EGRESS_ADMIN_ADDR")]
+    pub admin_addr: std::net::SocketAddr,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// Where the pinned objects live.
@@ -47,9 +60,13 @@ pub struct RunArgs {
     /// Pin directory.
     #[command(flatten)]
     pub pins: PinArgs,
-    /// How often hostnames are re-resolved and cgroups looked up again.
+    /// How often cgroups are looked up again and the maps re-checked (hostnames follow their
+    /// TTLs).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub resync_interval: Duration,
+    /// Address of the admin endpoint (`/live`, `/ready`, `/status`); `off` disables it.
+    #[arg(long, default_value = crate::admin::DEFAULT_ADMIN_ADDR, env = "EGRESS_ADMIN_ADDR")]
+    pub admin_addr: String,
 }
 
 /// `maps`.
@@ -95,29 +112,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s or 5m"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(number),
-        "s" | "" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
-        "h" => Duration::from_secs(number * 3600),
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Ok(duration)
-}
+pub use crate::config::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,14 @@
 //! path and the line and column where it was found, e.g.
 //! `rules[0].ports[1].protocol: unknown variant `SCTP`, expected `TCP` or `UDP` at line 9 column 19`.
 
-use std::{collections::BTreeSet, fmt, net::IpAddr, path::PathBuf, str::FromStr};
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
@@ -44,15 +51,92 @@ pub struct Config {
 }
 
 /// `dns:`: resolver settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DnsConfig {
-    /// `host:port` of the DNS servers; default: /etc/resolv.conf.
-    #[serde(default)]
-    pub servers: Vec<String>,
-    /// How long an address stays routed after it last appeared in an answer (e.g. `5m`).
-    #[serde(default)]
-    pub grace: Option<String>,
+    /// DNS servers (`ip` or `ip:port`), tried in order; empty: /etc/resolv.conf.
+    #[serde(default, deserialize_with = "servers")]
+    pub servers: Vec<SocketAddr>,
+    /// How long an address stays routed after the TTL of its last answer ran out (`5m`).
+    #[serde(default = "default_grace", deserialize_with = "duration")]
+    pub grace: Duration,
+    /// TTLs below this are raised to it (default 0: honour the record, however short).
+    #[serde(default, deserialize_with = "duration")]
+    pub min_ttl: Duration,
+    /// TTLs above this are lowered to it (default `24h`).
+    #[serde(default = "default_max_ttl", deserialize_with = "duration")]
+    pub max_ttl: Duration,
+    /// Timeout of one query (default `2s`).
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            grace: default_grace(),
+            min_ttl: Duration::ZERO,
+            max_ttl: default_max_ttl(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+const fn default_grace() -> Duration {
+    Duration::from_mins(5)
+}
+
+const fn default_max_ttl() -> Duration {
+    Duration::from_hours(24)
+}
+
+const fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(de::Error::custom)
+}
+
+fn servers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    de::Error::custom(format_args!(
+                        "{text:?} is not a server address (ip or ip:port)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 5m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" | "" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(duration)
 }
 
 /// `rules:`, with names checked for uniqueness.

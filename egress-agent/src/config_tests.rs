@@ -118,3 +118,38 @@ fn an_empty_file_is_an_empty_config() {
         Config::default()
     );
 }
+
+#[test]
+fn dns_settings_parse_with_defaults() {
+    let config = parse("dns: {servers: ['127.0.0.1:5353', '::1'], grace: 30s, minTtl: 2s}")
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        config.dns.servers,
+        [
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(config.dns.grace, Duration::from_secs(30));
+    assert_eq!(config.dns.min_ttl, Duration::from_secs(2));
+    assert_eq!(
+        config.dns.max_ttl,
+        Duration::from_hours(24),
+        "default maxTtl"
+    );
+    assert_eq!(
+        Config::default().dns.grace,
+        Duration::from_mins(5),
+        "default grace is 5m"
+    );
+    let err = parse_err("dns: {grace: 5 minutes}");
+    assert!(
+        err.contains("dns.grace") && err.contains("unknown unit"),
+        "{err}"
+    );
+    let err = parse_err("dns: {servers: [resolver.local]}");
+    assert!(
+        err.contains("dns.servers") && err.contains("not a server address"),
+        "{err}"
+    );
+}

@@ -44,6 +44,8 @@ pub struct Route {
     pub rule: usize,
     /// Where it goes.
     pub target: RouteTarget,
+    /// The hostnames whose answers brought it in (empty: a static address).
+    pub hosts: BTreeSet<String>,
 }
 
 /// Two rules claim the same destination with different targets; the earlier rule wins.
@@ -119,19 +121,20 @@ pub fn compute(
         if rule.gateway.is_none() && !rule.fail_closed {
             continue;
         }
-        let host_addresses = rule
-            .hosts
-            .iter()
-            .filter_map(|host| resolved.get(host))
-            .flatten()
-            .map(|addr| IpNet::from(*addr));
-        let destinations: BTreeSet<IpNet> = rule
+        let mut destinations: BTreeMap<IpNet, BTreeSet<String>> = rule
             .addresses
             .iter()
-            .copied()
-            .chain(host_addresses)
+            .map(|net| (*net, BTreeSet::new()))
             .collect();
-        for dest in destinations {
+        for host in &rule.hosts {
+            for addr in resolved.get(host).into_iter().flatten() {
+                destinations
+                    .entry(IpNet::from(*addr))
+                    .or_default()
+                    .insert(host.clone());
+            }
+        }
+        for (dest, hosts) in destinations {
             for port in &rule.ports {
                 let route = RouteMatch {
                     protocol: port.protocol,
@@ -143,14 +146,12 @@ pub fn compute(
                     gateway_port: port.gateway_port,
                     fail_closed: rule.fail_closed,
                 };
-                insert_route(
-                    &mut desired,
-                    route,
-                    Route {
-                        rule: index,
-                        target,
-                    },
-                );
+                let candidate = Route {
+                    rule: index,
+                    target,
+                    hosts: hosts.clone(),
+                };
+                insert_route(&mut desired, route, candidate);
             }
         }
     }
@@ -168,7 +169,13 @@ fn insert_route(desired: &mut Desired, route: RouteMatch, candidate: Route) {
         None => {
             desired.routes.insert(route, candidate);
         }
-        Some(existing) if existing.target == candidate.target => {}
+        Some(existing) if existing.target == candidate.target => {
+            // Same destination and target from another rule or hostname: one route, and the
+            // hostnames that brought it in are all shown.
+            if let Some(existing) = desired.routes.get_mut(&route) {
+                existing.hosts.extend(candidate.hosts);
+            }
+        }
         Some(existing) => {
             let conflict = Conflict {
                 route,

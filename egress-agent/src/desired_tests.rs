@@ -54,6 +54,15 @@ fn static_and_resolved_addresses_become_routes() {
     );
     let target = desired.routes[&route("203.0.113.0/24")].target;
     assert_eq!(target.gateway_port, 8443);
+    assert!(
+        desired.routes[&route("203.0.113.0/24")].hosts.is_empty(),
+        "static route has no host"
+    );
+    assert_eq!(
+        desired.routes[&route("198.51.100.7/32")].hosts,
+        BTreeSet::from(["example.test".to_owned()]),
+        "resolved route names its host"
+    );
     assert_eq!(desired.cgroups, BTreeMap::from([(7, Mode::Selected)]));
 }
 

@@ -30,6 +30,9 @@ pub struct RouteRow {
     pub fail_closed: bool,
     /// Rule name.
     pub rule: String,
+    /// The hostname that brought the route in (`name +N` when N more did); null for a static
+    /// address.
+    pub host: Option<String>,
     /// Connections and datagrams redirected by this route.
     pub redirects: u64,
 }
@@ -49,6 +52,7 @@ pub struct CgroupRow {
 pub fn route_rows(maps: &Maps) -> Result<Vec<RouteRow>, DatapathError> {
     let names = maps.rule_names()?;
     let counts = maps.route_counts()?;
+    let hosts = maps.host_labels()?;
     let mut entries = maps.routes()?;
     entries.sort_by_key(|entry| (entry.value.rule_id, entry.route));
     Ok(entries
@@ -66,6 +70,7 @@ pub fn route_rows(maps: &Maps) -> Result<Vec<RouteRow>, DatapathError> {
                     .get(&entry.value.rule_id)
                     .cloned()
                     .unwrap_or_else(|| format!("#{}", entry.value.rule_id)),
+                host: hosts.get(&entry.value.route_id).cloned(),
                 redirects: counts.get(&entry.value.route_id).copied().unwrap_or(0),
             }
         })
@@ -110,6 +115,7 @@ pub fn render(pins: &PinDir, view: MapsView, output: Output) -> Result<String, D
                         "PROTO",
                         "GATEWAY",
                         "RULE",
+                        "HOST",
                         "REDIRECTS",
                     ],
                     rows.iter().map(|r| {
@@ -125,6 +131,7 @@ pub fn render(pins: &PinDir, view: MapsView, output: Output) -> Result<String, D
                             r.protocol.clone(),
                             gateway,
                             r.rule.clone(),
+                            r.host.clone().unwrap_or_else(|| "-".to_owned()),
                             r.redirects.to_string(),
                         ]
                     }),
@@ -194,8 +201,12 @@ fn to_json(value: &serde_json::Value) -> String {
 }
 
 /// Left-aligned columns separated by three spaces, like kubectl.
-fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+pub fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows.collect();
+    debug_assert!(
+        rows.iter().all(|row| row.len() == headers.len()),
+        "every row has a cell per header"
+    );
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

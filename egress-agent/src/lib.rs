@@ -3,13 +3,15 @@
 //!
 //! The binary (`main.rs`) is a thin shell over these modules.
 
+pub mod admin;
 pub mod bpffs;
 pub mod cgroupfs;
 pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod desired;
+pub mod dns;
 pub mod inspect;
 pub mod reconcile;
-pub mod resolve;
 pub mod run;
+pub mod status;

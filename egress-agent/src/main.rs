@@ -7,9 +7,11 @@ use clap::Parser as _;
 use tracing_subscriber::{EnvFilter, fmt};
 
 use egress_agent::{
+    admin,
     bpffs::PinDir,
+    cli,
     cli::{Cli, Command, LogFormat},
-    datapath, inspect, run,
+    datapath, inspect, run, status,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -24,6 +26,21 @@ fn main() -> anyhow::Result<()> {
         Command::Maps(args) => {
             let pins = PinDir::new(args.pins.bpffs_dir);
             let text = inspect::render(&pins, args.which, args.output)?;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to stdout")
+        }
+        Command::Status(args) => {
+            let document = admin::fetch_status(args.admin_addr).with_context(|| {
+                format!(
+                    "asking the agent at {} (is it running? see --admin-addr)",
+                    args.admin_addr
+                )
+            })?;
+            let text = match args.output {
+                cli::Output::Json => format!("{}\n", serde_json::to_string_pretty(&document)?),
+                cli::Output::Table => status::render(&document),
+            };
             std::io::stdout()
                 .write_all(text.as_bytes())
                 .context("writing to stdout")

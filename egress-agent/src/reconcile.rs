@@ -45,6 +45,7 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
     let mut next_id = 0_u32;
     let mut full: Option<DatapathError> = None;
     let mut dropped = 0;
+    let mut labels: BTreeMap<u32, String> = BTreeMap::new();
 
     for (route, wanted) in &desired.routes {
         let rule_id = rule_ids[&desired.rules[wanted.rule]];
@@ -59,6 +60,9 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
             maps.reset_route_counter(next_id)?;
             next_id
         };
+        if let Some(label) = host_label(&wanted.hosts) {
+            labels.insert(route_id, label);
+        }
         let value = route_value(&wanted.target, rule_id, route_id);
         if existing == Some(&value) {
             continue;
@@ -83,6 +87,7 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
         }
     }
 
+    sync_host_labels(maps, &labels)?;
     changes.cgroups = sync_cgroups(maps, desired)?;
     for conflict in &desired.conflicts {
         debug!(?conflict, "route conflict");
@@ -135,6 +140,30 @@ fn sync_rule_names(
         maps.delete_rule_name(*id)?;
     }
     Ok(ids)
+}
+
+/// `first-host +N`: the hostname that brought a route in, and how many more did.
+fn host_label(hosts: &BTreeSet<String>) -> Option<String> {
+    let first = hosts.iter().next()?;
+    Some(match hosts.len() {
+        1 => first.clone(),
+        n => format!("{first} +{}", n - 1),
+    })
+}
+
+fn sync_host_labels(maps: &mut Maps, wanted: &BTreeMap<u32, String>) -> Result<(), DatapathError> {
+    let current = maps.host_labels()?;
+    for (id, label) in wanted {
+        if current.get(id) != Some(label) {
+            maps.put_host_label(*id, label)?;
+        }
+    }
+    for id in current.keys() {
+        if !wanted.contains_key(id) {
+            maps.delete_host_label(*id)?;
+        }
+    }
+    Ok(())
 }
 
 fn sync_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathError> {

@@ -1,24 +1,33 @@
 //! `egress-agent run`: the standalone agent loop.
 //!
-//! Attach once, then keep the maps equal to the config: on start, on SIGHUP, when the file
-//! changes, and on every resync (which re-resolves hostnames and finds cgroups created since).
-//! An invalid file is reported and changes nothing. SIGTERM/SIGINT exit and leave the pinned
-//! programs and maps working.
+//! Attach once, then keep the maps equal to the config and the DNS answers: on start, on
+//! SIGHUP, when the file changes, when a hostname's routed addresses change, and on every
+//! resync (which finds cgroups created since). An invalid file is reported (log and
+//! `/status`) and changes nothing. SIGTERM/SIGINT exit and leave the pinned programs and maps
+//! working.
 
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::PoisonError,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
+    admin::{self, AgentStatus, ConflictStatus, SharedStatus},
     bpffs::PinDir,
     cgroupfs::Hierarchy,
     cli::RunArgs,
-    config::Config,
+    config::{Config, DnsConfig},
     datapath::{self, Maps},
-    desired, reconcile,
-    resolve::Resolver,
+    desired,
+    dns::{DnsEngine, DnsSettings, parse_resolv_conf, state::Timing},
+    reconcile,
 };
 
 /// How often the config file is checked for changes.
@@ -34,14 +43,31 @@ struct Agent {
     config: Option<Config>,
     attached_to: Option<PathBuf>,
     maps: Option<Maps>,
-    resolver: Resolver,
+    dns: DnsEngine,
+    status: SharedStatus,
     missing_cgroups: BTreeSet<PathBuf>,
+    /// Conflicts already warned about, so each is logged once.
+    warned_conflicts: BTreeSet<String>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::discover().context("finding the cgroup2 hierarchy")?;
     info!(cgroup2 = %hierarchy.mount().display(), bpffs_dir = %args.pins.bpffs_dir.display(), "starting");
+    let (dns, mut dns_changed) = DnsEngine::new(DnsSettings::default());
+    tokio::spawn(dns.clone().run());
+    let status = SharedStatus::default();
+    status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config_path = args.config.display().to_string();
+    if args.admin_addr != "off" {
+        let addr: SocketAddr = args.admin_addr.parse().context("--admin-addr")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the admin endpoint {addr}"))?;
+        tokio::spawn(admin::serve(listener, status.clone(), dns.clone()));
+    }
     let mut agent = Agent {
         pins: PinDir::new(args.pins.bpffs_dir),
         hierarchy,
@@ -50,8 +76,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         config: None,
         attached_to: None,
         maps: None,
-        resolver: Resolver::default(),
+        dns,
+        status,
         missing_cgroups: BTreeSet::new(),
+        warned_conflicts: BTreeSet::new(),
     };
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -61,15 +89,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     watch.tick().await;
     resync.tick().await;
 
-    agent.reload(true).await;
+    agent.reload(true);
     loop {
         tokio::select! {
             _ = hangup.recv() => {
                 info!("SIGHUP: reloading");
-                agent.reload(true).await;
+                agent.reload(true);
             }
-            _ = watch.tick() => agent.reload(false).await,
-            _ = resync.tick() => agent.apply().await,
+            _ = watch.tick() => agent.reload(false),
+            Ok(()) = dns_changed.changed() => agent.apply(),
+            _ = resync.tick() => agent.apply(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -81,13 +110,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 impl Agent {
+    fn update_status(&self, update: impl FnOnce(&mut AgentStatus)) {
+        update(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
     /// Reads the file; when it changed (or `force`), validates and applies it.
-    async fn reload(&mut self, force: bool) {
+    fn reload(&mut self, force: bool) {
         let text = match std::fs::read_to_string(&self.config_path) {
             Ok(text) => text,
             Err(err) => {
                 if force || self.last_text.is_some() {
                     error!(path = %self.config_path.display(), error = %err, "cannot read config; keeping the current state");
+                    self.update_status(|s| {
+                        s.config_error =
+                            Some(format!("cannot read {}: {err}", self.config_path.display()));
+                    });
                 }
                 self.last_text = None;
                 return;
@@ -101,17 +138,30 @@ impl Agent {
             Ok(config) => {
                 info!(path = %self.config_path.display(), rules = config.rules.0.len(), "config loaded");
                 audit(&config);
+                self.dns.set_settings(dns_settings(&config.dns));
+                let hosts: BTreeSet<String> = config
+                    .rules
+                    .0
+                    .iter()
+                    .flat_map(|r| r.hosts.iter().cloned())
+                    .collect();
+                self.dns.set_hosts(&hosts);
                 self.config = Some(config);
-                self.apply().await;
+                self.update_status(|s| {
+                    s.config_loaded = true;
+                    s.config_error = None;
+                });
+                self.apply();
             }
             Err(err) => {
                 error!(error = %err, "config rejected; keeping the previous state");
+                self.update_status(|s| s.config_error = Some(err.to_string()));
             }
         }
     }
 
-    /// Attaches if needed and reconciles the maps with the config in force.
-    async fn apply(&mut self) {
+    /// Attaches if needed and reconciles the maps with the config and the DNS answers.
+    fn apply(&mut self) {
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -119,39 +169,65 @@ impl Agent {
             error!(error = format!("{err:#}"), "cannot attach; will retry");
             return;
         }
-        let hosts: BTreeSet<String> = config
-            .rules
-            .0
-            .iter()
-            .flat_map(|r| r.hosts.iter().cloned())
-            .collect();
-        let resolved = self.resolver.refresh(&hosts).await.clone();
+        let resolved = self.dns.routed();
         let selected = self.cgroup_ids(&config.workloads.cgroups);
         let exempt = self.cgroup_ids(&config.exempt.cgroups);
         let desired = desired::compute(&config.rules.0, &resolved, &selected, &exempt);
         for conflict in &desired.conflicts {
-            warn!(
-                destination = %conflict.route.dest, port = conflict.route.port, protocol = %conflict.route.protocol,
-                winner = conflict.winner, loser = conflict.loser,
-                "two rules claim one destination with different gateways; the first rule wins"
-            );
+            let key = format!("{conflict:?}");
+            if self.warned_conflicts.insert(key) {
+                warn!(
+                    destination = %conflict.route.dest, port = conflict.route.port, protocol = %conflict.route.protocol,
+                    winner = conflict.winner, loser = conflict.loser,
+                    "two rules claim one destination with different gateways; the first rule wins"
+                );
+            }
         }
         let Some(maps) = self.maps.as_mut() else {
             return;
         };
-        match reconcile::reconcile(maps, &desired) {
-            Ok(changes) if changes.any() => info!(
-                ?changes,
-                routes = desired.routes.len(),
-                cgroups = desired.cgroups.len(),
-                "maps updated"
-            ),
-            Ok(_) => {}
-            Err(err) => error!(
-                error = format!("{:#}", anyhow::Error::from(err)),
-                "maps only partly updated"
-            ),
-        }
+        let result = reconcile::reconcile(maps, &desired);
+        let reconcile_error = match result {
+            Ok(changes) => {
+                if changes.any() {
+                    info!(
+                        ?changes,
+                        routes = desired.routes.len(),
+                        cgroups = desired.cgroups.len(),
+                        "maps updated"
+                    );
+                }
+                None
+            }
+            Err(err) => {
+                let message = format!("{:#}", anyhow::Error::from(err));
+                error!(error = message, "maps only partly updated");
+                Some(message)
+            }
+        };
+        let missing: Vec<String> = self
+            .missing_cgroups
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        self.update_status(|s| {
+            s.attached = true;
+            s.routes = desired.routes.len();
+            s.cgroups = desired.cgroups.len();
+            s.missing_cgroups = missing;
+            s.reconcile_error = reconcile_error;
+            s.conflicts = desired
+                .conflicts
+                .iter()
+                .map(|c| ConflictStatus {
+                    destination: c.route.dest.to_string(),
+                    port: c.route.port,
+                    protocol: c.route.protocol.to_string(),
+                    winner: c.winner.clone(),
+                    loser: c.loser.clone(),
+                })
+                .collect();
+        });
     }
 
     fn ensure_attached(&mut self, config: &Config) -> anyhow::Result<()> {
@@ -190,8 +266,32 @@ impl Agent {
     }
 }
 
-/// Logs, once per config load, every rule that captures publicly routable addresses: taking
-/// over a public IP is deliberate, so it is on the record.
+/// Resolver settings from the config; no servers: /etc/resolv.conf.
+fn dns_settings(dns: &DnsConfig) -> DnsSettings {
+    let mut servers = dns.servers.clone();
+    if servers.is_empty() {
+        servers = std::fs::read_to_string("/etc/resolv.conf")
+            .map(|text| parse_resolv_conf(&text))
+            .unwrap_or_default();
+        if servers.is_empty() {
+            warn!("no dns.servers and none in /etc/resolv.conf; using 127.0.0.1:53");
+            servers.push(SocketAddr::from(([127, 0, 0, 1], 53)));
+        }
+    }
+    DnsSettings {
+        servers,
+        timing: Timing {
+            grace: dns.grace,
+            min_ttl: dns.min_ttl,
+            max_ttl: dns.max_ttl,
+        },
+        timeout: dns.timeout,
+        ..DnsSettings::default()
+    }
+}
+
+/// Logs, once per config load, every rule that captures public destinations: taking over a
+/// public IP is deliberate, so it is on the record.
 fn audit(config: &Config) {
     for rule in &config.rules.0 {
         let public: Vec<String> = rule
@@ -203,7 +303,7 @@ fn audit(config: &Config) {
         if !public.is_empty() || !rule.hosts.is_empty() {
             info!(
                 rule = rule.name,
-                gateway = rule.gateway.map_or_else(|| "<unknown>".into(), |g| g.to_string()),
+                gateway = rule.gateway.map_or_else(|| "<unknown>".to_owned(), |g| g.to_string()),
                 hosts = ?rule.hosts,
                 public_addresses = ?public,
                 fail_closed = rule.fail_closed,

@@ -16,7 +16,7 @@ mod keys;
 mod values;
 
 pub use keys::{RevNatKey, RouteKey4, RouteKey6};
-pub use values::{CgroupMode, RevNatValue, RouteValue, RuleName};
+pub use values::{CgroupMode, HostLabel, RevNatValue, RouteValue, RuleName};
 
 /// Names of the maps, used for pinning under the agent's bpffs directory.
 pub mod map_names {
@@ -34,8 +34,11 @@ pub mod map_names {
     pub const REVNAT: &str = "REVNAT";
     /// Hash of rule id (`u32`) → [`crate::RuleName`]; written by userspace only, for the CLI.
     pub const RULE_NAMES: &str = "RULE_NAMES";
+    /// Hash of route id (`u32`) → [`crate::HostLabel`]: the hostname(s) that brought a route
+    /// in; written by userspace only, for the CLI.
+    pub const ROUTE_HOSTS: &str = "ROUTE_HOSTS";
     /// Every map, in the order the agent pins them.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         ROUTES_V4,
         ROUTES_V6,
         CGROUPS,
@@ -43,6 +46,7 @@ pub mod map_names {
         STATS,
         REVNAT,
         RULE_NAMES,
+        ROUTE_HOSTS,
     ];
 }
 
@@ -81,6 +85,8 @@ pub mod limits {
     pub const MAX_CGROUP_DEPTH: u32 = 16;
     /// Bytes in a rule name, NUL-padded.
     pub const RULE_NAME_LEN: usize = 64;
+    /// Bytes in a route's host label, NUL-padded (a DNS name is at most 253).
+    pub const HOST_LABEL_LEN: usize = 256;
 }
 
 /// `map_flags` the maps are created with (part of their definition, like their sizes).

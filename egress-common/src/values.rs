@@ -2,7 +2,7 @@
 
 use core::mem::size_of;
 
-use crate::limits::RULE_NAME_LEN;
+use crate::limits::{HOST_LABEL_LEN, RULE_NAME_LEN};
 
 /// Where a route sends matching connections.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -76,6 +76,23 @@ impl Default for RuleName {
     }
 }
 
+/// The hostname that brought a route in (followed by ` +N` when N more did), NUL-padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct HostLabel {
+    /// The bytes of the label, followed by NULs.
+    pub bytes: [u8; HOST_LABEL_LEN],
+}
+
+impl Default for HostLabel {
+    fn default() -> Self {
+        Self {
+            bytes: [0; HOST_LABEL_LEN],
+        }
+    }
+}
+
+const _: () = assert!(size_of::<HostLabel>() == HOST_LABEL_LEN);
 const _: () = assert!(size_of::<RouteValue>() == 28);
 const _: () = assert!(size_of::<CgroupMode>() == 4);
 const _: () = assert!(size_of::<RevNatValue>() == 20);
@@ -91,4 +108,6 @@ mod pod {
     unsafe impl aya::Pod for super::RevNatValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RuleName {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HostLabel {}
 }

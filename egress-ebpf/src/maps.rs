@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use egress_common::{
-    CgroupMode, RevNatKey, RevNatValue, RouteKey4, RouteKey6, RouteValue, RuleName, limits,
+    CgroupMode, HostLabel, RevNatKey, RevNatValue, RouteKey4, RouteKey6, RouteValue, RuleName,
+    limits,
 };
 
 use egress_common::map_flags::{NO_COMMON_LRU, NO_PREALLOC};
@@ -36,6 +37,11 @@ pub(crate) static REVNAT: LruHashMap<RevNatKey, RevNatValue> =
 /// and pinned together with the other maps.
 #[map]
 pub(crate) static RULE_NAMES: HashMap<u32, RuleName> = HashMap::pinned(limits::MAX_RULES, 0);
+
+/// Written by userspace only (route id → hostname label, for the CLI); pinned with the others.
+#[map]
+pub(crate) static ROUTE_HOSTS: HashMap<u32, HostLabel> =
+    HashMap::pinned(limits::MAX_ROUTE_STATS, NO_PREALLOC);
 
 /// Adds one to a global counter.
 #[inline(always)]

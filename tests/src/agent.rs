@@ -33,6 +33,8 @@ pub struct Agent {
     pub bpffs_dir: PathBuf,
     /// Extra arguments for `run`.
     extra_args: Vec<String>,
+    /// The admin endpoint.
+    pub admin_addr: std::net::SocketAddr,
 }
 
 impl Agent {
@@ -52,6 +54,7 @@ impl Agent {
             dir,
             bpffs_dir: PathBuf::from("/sys/fs/bpf").join(name),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            admin_addr: free_port(),
         };
         agent.write_config(config);
         agent.spawn();
@@ -91,6 +94,8 @@ impl Agent {
             .arg("--bpffs-dir")
             .arg(&self.bpffs_dir)
             .args(["--resync-interval", "1s"])
+            .arg("--admin-addr")
+            .arg(self.admin_addr.to_string())
             .args(&self.extra_args)
             .env("EGRESS_LOG", "info,egress_agent=debug")
             .stdout(Stdio::null())
@@ -200,6 +205,58 @@ impl Agent {
         self.wait_until(&format!("{routes} routes and {cgroups} cgroups"), |r, c| {
             r.len() == routes && c.len() == cgroups
         });
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> std::net::SocketAddr {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|err| panic!("bind: {err}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|err| panic!("local_addr: {err}"))
+}
+
+impl Agent {
+    /// `status -o json` from the running agent; `None` while it does not answer.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let output = Command::new(agent_bin())
+            .args(["status", "-o", "json", "--admin-addr"])
+            .arg(self.admin_addr.to_string())
+            .output()
+            .unwrap_or_else(|err| panic!("run egress-agent status: {err}"));
+        output.status.success().then(|| {
+            serde_json::from_slice(&output.stdout)
+                .unwrap_or_else(|err| panic!("status json: {err}"))
+        })
+    }
+
+    /// The status of one hostname.
+    pub fn host_status(&self, host: &str) -> Option<serde_json::Value> {
+        self.status()?["hosts"]
+            .as_array()?
+            .iter()
+            .find(|h| h["name"] == host)
+            .cloned()
+    }
+
+    /// Waits until `done(status)` holds.
+    pub fn wait_status(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + CONVERGE;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(status) = self.status() {
+                if done(&status) {
+                    return;
+                }
+                last = Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "agent never reached: {what}; last status {last:#?}\nlog:\n{}",
+            self.log()
+        );
     }
 }
 

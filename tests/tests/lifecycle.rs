@@ -296,8 +296,15 @@ fn maps_cli_prints_kubectl_style_tables() {
             "PROTO",
             "GATEWAY",
             "RULE",
+            "HOST",
             "REDIRECTS"
         ]
+    );
+    let first = routes.lines().nth(1).unwrap_or_default();
+    assert_eq!(
+        first.split_whitespace().nth(5),
+        Some("-"),
+        "a static route has no host: {routes}"
     );
     assert!(
         routes.contains(&format!("127.0.0.3:{}", world.gateway.port())),

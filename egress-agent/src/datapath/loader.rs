@@ -209,7 +209,7 @@ fn remove_if_present(path: &Path) -> Result<(), DatapathError> {
 }
 
 /// (name, key size, value size, capacity, flags) of every map, as the object defines them.
-fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 7] {
+fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 8] {
     use egress_common::{
         limits,
         map_flags::{NO_COMMON_LRU, NO_PREALLOC},
@@ -260,6 +260,13 @@ fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 7] {
             size(size_of::<egress_common::RuleName>()),
             limits::MAX_RULES,
             0,
+        ),
+        (
+            map_names::ROUTE_HOSTS,
+            4,
+            size(size_of::<egress_common::HostLabel>()),
+            limits::MAX_ROUTE_STATS,
+            NO_PREALLOC,
         ),
     ]
 }

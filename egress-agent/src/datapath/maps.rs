@@ -10,8 +10,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use egress_common::{
-    CgroupMode, RouteKey4, RouteKey6, RouteValue, RuleName, limits, map_names, route_flags, stat,
-    v4_mapped, v4_unmapped,
+    CgroupMode, HostLabel, RouteKey4, RouteKey6, RouteValue, RuleName, limits, map_names,
+    route_flags, stat, v4_mapped, v4_unmapped,
 };
 use ipnet::IpNet;
 
@@ -30,6 +30,7 @@ pub struct Maps {
     route_stats: PerCpuHashMap<MapData, u32, u64>,
     stats: PerCpuArray<MapData, u64>,
     rule_names: BpfHashMap<MapData, u32, RuleName>,
+    route_hosts: BpfHashMap<MapData, u32, HostLabel>,
 }
 
 /// A route as stored: what it matches and its value.
@@ -111,6 +112,7 @@ impl Maps {
             route_stats: typed!(pins, map_names::ROUTE_STATS),
             stats: typed!(pins, map_names::STATS),
             rule_names: typed!(pins, map_names::RULE_NAMES),
+            route_hosts: typed!(pins, map_names::ROUTE_HOSTS),
         })
     }
 
@@ -324,6 +326,40 @@ impl Maps {
         ignore_missing(self.rule_names.remove(&id))
             .map_err(DatapathError::map(map_names::RULE_NAMES))
     }
+}
+
+impl Maps {
+    /// Host labels by route id.
+    pub fn host_labels(&self) -> Result<BTreeMap<u32, String>, DatapathError> {
+        let mut out = BTreeMap::new();
+        for item in &self.route_hosts {
+            let (id, label) = item.map_err(DatapathError::map(map_names::ROUTE_HOSTS))?;
+            out.insert(id, nul_terminated(&label.bytes));
+        }
+        Ok(out)
+    }
+
+    /// Sets the host label of a route.
+    pub fn put_host_label(&mut self, route_id: u32, label: &str) -> Result<(), DatapathError> {
+        let mut value = HostLabel::default();
+        let len = label.len().min(value.bytes.len() - 1);
+        value.bytes[..len].copy_from_slice(&label.as_bytes()[..len]);
+        self.route_hosts
+            .insert(route_id, value, 0)
+            .map_err(DatapathError::map(map_names::ROUTE_HOSTS))
+    }
+
+    /// Removes the host label of a route.
+    pub fn delete_host_label(&mut self, route_id: u32) -> Result<(), DatapathError> {
+        ignore_missing(self.route_hosts.remove(&route_id))
+            .map_err(DatapathError::map(map_names::ROUTE_HOSTS))
+    }
+}
+
+/// The text before the first NUL.
+fn nul_terminated(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn route_match(proto: u8, port_be: u16, addr: IpAddr, prefix: u32) -> Option<RouteMatch> {
