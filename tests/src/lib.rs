@@ -10,11 +10,13 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod dns;
 pub mod net;
 pub mod world;
 
 pub use agent::Agent;
 pub use cgroup::TestCgroup;
+pub use dns::DnsServer;
 pub use net::{Probe, Server};
 pub use world::World;
 

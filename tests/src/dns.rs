@@ -1,0 +1,168 @@
+//! A real DNS server for the tests: dnsmasq on a loopback port, answering from a hosts file
+//! the test rewrites (SIGHUP reloads it), authoritative for `.test`.
+
+use std::{
+    net::UdpSocket,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A dnsmasq process and its files. Dropping it stops the process.
+#[derive(Debug)]
+pub struct DnsServer {
+    dir: PathBuf,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    ttl: u32,
+    cnames: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl DnsServer {
+    /// Starts dnsmasq answering `hosts` (name, address) and `cnames` (alias, target) with `ttl`.
+    pub fn start(ttl: u32, hosts: &[(&str, &str)], cnames: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(crate::unique("dns"));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap_or_else(|err| panic!("free udp port: {err}"))
+            .port();
+        let mut server = Self {
+            dir,
+            port,
+            ttl,
+            cnames: cnames
+                .iter()
+                .map(|(a, t)| ((*a).to_owned(), (*t).to_owned()))
+                .collect(),
+            child: None,
+        };
+        server.write_hosts(hosts);
+        server.spawn();
+        server
+    }
+
+    /// `127.0.0.1:PORT`, for `dns.servers`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn hosts_path(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
+    /// The query log (dnsmasq `--log-queries`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dnsmasq.log")).unwrap_or_default()
+    }
+
+    /// How many queries for `name` the server has seen.
+    pub fn queries_for(&self, name: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("query[") && line.contains(&format!(" {name} from")))
+            .count()
+    }
+
+    fn write_hosts(&self, hosts: &[(&str, &str)]) {
+        let text: String = hosts
+            .iter()
+            .map(|(name, addr)| format!("{addr} {name}\n"))
+            .collect();
+        std::fs::write(self.hosts_path(), text).unwrap_or_else(|err| panic!("write hosts: {err}"));
+    }
+
+    /// Replaces the answers (SIGHUP makes dnsmasq re-read the hosts file).
+    pub fn set_hosts(&self, hosts: &[(&str, &str)]) {
+        self.write_hosts(hosts);
+        let pid = self.child.as_ref().expect("dnsmasq is not running").id();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(i32::try_from(pid).expect("pid"), libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Starts dnsmasq (again, after [`DnsServer::stop`]) and waits until it answers.
+    pub fn spawn(&mut self) {
+        let mut command = Command::new("dnsmasq");
+        command
+            .arg("--keep-in-foreground")
+            .arg("--conf-file=/dev/null")
+            .args([
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--bind-interfaces",
+                "--log-queries",
+            ])
+            .arg("--listen-address=127.0.0.1")
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--addn-hosts={}", self.hosts_path().display()))
+            .arg(format!("--local-ttl={}", self.ttl))
+            .arg(format!("--neg-ttl={}", self.ttl))
+            .arg("--local=/test/")
+            .arg("--user=root")
+            .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .arg(format!(
+                "--log-facility={}",
+                self.dir.join("dnsmasq.log").display()
+            ));
+        for (alias, target) in &self.cnames {
+            command.arg(format!("--cname={alias},{target}"));
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("start dnsmasq (installed by `cargo xtask setup`): {err}")
+            });
+        self.child = Some(child);
+        self.wait_answering();
+    }
+
+    /// Stops dnsmasq: queries time out from now on.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn wait_answering(&self) {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        // A query for probe.test, type A: id, flags (RD), 1 question.
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["probe", "test"] {
+            query.push(u8::try_from(label.len()).expect("label"));
+            query.extend_from_slice(label.as_bytes());
+        }
+        query.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0; 512];
+        while Instant::now() < deadline {
+            let _ = socket.send_to(&query, ("127.0.0.1", self.port));
+            if socket.recv(&mut buf).is_ok() {
+                return;
+            }
+        }
+        panic!(
+            "dnsmasq on port {} never answered; log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
