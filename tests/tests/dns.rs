@@ -317,7 +317,11 @@ fn a_reload_adds_and_removes_hosts_without_touching_unchanged_ones() {
         has_route(routes, "127.0.0.2/32") && has_route(routes, "127.0.0.7/32")
     });
     let web_queries = dns.queries_for("web.test");
-    assert!(web_queries >= 1, "the query log must show web.test being resolved:\n{}", dns.log());
+    assert!(
+        web_queries >= 1,
+        "the query log must show web.test being resolved:\n{}",
+        dns.log()
+    );
     agent.write_config(&config(
         &world,
         &dns,

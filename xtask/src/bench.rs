@@ -171,8 +171,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let many = rounds(hooked, connect4, port)?;
     drop(bench);
 
+    let dns = crate::bench_dns::run(&mount)?;
     let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
-    let report = report(&names, &few, &many)?;
+    let mut report = report(&names, &few, &many)?;
+    report.push_str(&crate::bench_dns::report(&dns, median));
     print!("{report}");
     let path = root().join("docs/benchmarks.md");
     std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;

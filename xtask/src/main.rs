@@ -3,6 +3,7 @@
 #![expect(clippy::print_stdout, reason = "xtask talks to the terminal")]
 
 mod bench;
+mod bench_dns;
 mod demo;
 mod setup;
 mod shell;
