@@ -2,6 +2,7 @@
 //! the test rewrites (SIGHUP reloads it), authoritative for `.test`.
 
 use std::{
+    fmt::Write as _,
     net::UdpSocket,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -67,10 +68,10 @@ impl DnsServer {
     }
 
     fn write_hosts(&self, hosts: &[(&str, &str)]) {
-        let text: String = hosts
-            .iter()
-            .map(|(name, addr)| format!("{addr} {name}\n"))
-            .collect();
+        let mut text = String::new();
+        for (name, addr) in hosts {
+            let _ = writeln!(text, "{addr} {name}");
+        }
         std::fs::write(self.hosts_path(), text).unwrap_or_else(|err| panic!("write hosts: {err}"));
     }
 
