@@ -30,6 +30,8 @@ pub enum Command {
     Uninstall(PinArgs),
     /// Show the running agent's state: config, conflicts, hostnames and their addresses.
     Status(StatusArgs),
+    /// Print the `EgressRedirectPolicy` CustomResourceDefinition (YAML).
+    Crd,
 }
 
 /// `status`.

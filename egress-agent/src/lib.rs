@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod desired;
 pub mod dns;
 pub mod inspect;
+pub mod k8s;
 pub mod reconcile;
 pub mod run;
 pub mod status;

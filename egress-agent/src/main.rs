@@ -11,7 +11,7 @@ use egress_agent::{
     bpffs::PinDir,
     cli,
     cli::{Cli, Command, LogFormat},
-    datapath, inspect, run, status,
+    datapath, inspect, k8s, run, status,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +45,9 @@ fn main() -> anyhow::Result<()> {
                 .write_all(text.as_bytes())
                 .context("writing to stdout")
         }
+        Command::Crd => std::io::stdout()
+            .write_all(k8s::crd::crd_yaml().as_bytes())
+            .context("writing to stdout"),
         Command::Uninstall(args) => {
             let pins = PinDir::new(args.bpffs_dir);
             let removed = datapath::uninstall(&pins)?;

@@ -1,0 +1,173 @@
+//! The `EgressRedirectPolicy` API (group `egress-agent.io`), following Gateway API policy
+//! attachment: a policy targets a Gateway or a Service in its own namespace and says which
+//! hostnames and ports its selected workloads reach through it.
+//!
+//! The CRD YAML in `deploy/crd.yaml` is generated from these types (`egress-agent crd`); a test
+//! fails when the checked-in file is stale.
+#![expect(
+    unreachable_pub,
+    reason = "kube's KubeSchema derive re-emits these structs inside a private module"
+)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The API group.
+pub const GROUP: &str = "egress-agent.io";
+/// The label (on pods or namespaces) that selects workloads by default.
+pub const REDIRECT_LABEL: &str = "egress-agent.io/redirect";
+/// Gateway API's group.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Redirects selected workloads' connections for some hostnames to an egress gateway.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "egress-agent.io",
+    version = "v1alpha1",
+    kind = "EgressRedirectPolicy",
+    namespaced,
+    status = "EgressRedirectPolicyStatus",
+    shortname = "erp",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef.name"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRedirectPolicySpec {
+    /// The egress gateway: a Gateway (`gateway.networking.k8s.io`) or a Service (core, group
+    /// `""`) in the policy's namespace.
+    pub target_ref: TargetRef,
+    /// Hostnames whose connections go through the gateway. Default for a Gateway target: its
+    /// listeners' hostnames. Wildcards are accepted but not resolvable yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub hostnames: Vec<Hostname>,
+    /// Ports to redirect. Default: the Gateway's listener ports (HTTP 80→80, TLS/HTTPS
+    /// 443→443) or the Service's ports (port→port).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ports: Vec<PolicyPort>,
+    /// Refuse connections (EPERM) instead of letting them go direct while the gateway has no
+    /// address.
+    #[serde(default)]
+    pub fail_closed: bool,
+    /// Pods to redirect. Default: pods labelled `egress-agent.io/redirect: "true"`, or in a
+    /// namespace so labelled (a pod labelled `"false"` opts out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+    /// Namespaces whose pods may be selected. Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+}
+
+/// A reference to the gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(self.kind == 'Gateway' && self.group == 'gateway.networking.k8s.io') || (self.kind == 'Service' && self.group == '')"
+).message("targetRef must be a Gateway (group gateway.networking.k8s.io) or a Service (group \"\")"))]
+pub struct TargetRef {
+    /// `gateway.networking.k8s.io` for a Gateway, `""` for a Service.
+    #[serde(default)]
+    pub group: String,
+    /// `Gateway` or `Service`.
+    pub kind: String,
+    /// The name, in the policy's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A hostname, optionally with a leading `*.` wildcard.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(transparent)]
+pub struct Hostname(
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        )
+    )]
+    pub String,
+);
+
+/// One port mapping.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyPort {
+    /// The port applications connect to.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// The gateway's port (default: `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub gateway_port: Option<u16>,
+    /// `TCP` (default) or `UDP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<PortProtocol>,
+}
+
+/// Transport protocol.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortProtocol {
+    /// TCP.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+/// Node-independent status, written with server-side apply so every node writes the same.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRedirectPolicyStatus {
+    /// `Accepted` and `ResolvedRefs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CRD as YAML, as checked in at `deploy/crd.yaml`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt as _;
+    let crd = EgressRedirectPolicy::crd();
+    let body = serde_yaml::to_string(&crd).unwrap_or_default();
+    format!(
+        "# Generated by `egress-agent crd` from egress-agent/src/k8s/crd.rs; do not edit.\n{body}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_in_crd_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crd.yaml");
+        let checked_in =
+            std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        assert!(
+            checked_in == crd_yaml(),
+            "deploy/crd.yaml is stale: run `cargo run -p egress-agent -- crd > deploy/crd.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_schema_carries_validation() {
+        let yaml = crd_yaml();
+        for needle in [
+            "x-kubernetes-validations",
+            "targetRef must be a Gateway",
+            "maxLength: 253",
+            "pattern:",
+            "maximum: 65535",
+        ] {
+            assert!(
+                yaml.contains(needle),
+                "CRD schema lacks {needle:?}:\n{yaml}"
+            );
+        }
+    }
+}
