@@ -67,6 +67,7 @@ impl Drop for Bench {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.stats_was);
         for path in [
             self.cgroup.join("selected"),
+            self.cgroup.join("unselected"),
             self.cgroup.clone(),
             self.outside.clone(),
         ] {

@@ -1,0 +1,129 @@
+//! Pod cgroup discovery on real cgroup directories, laid out as the kubelet's systemd and
+//! cgroupfs drivers lay them out, under a test subtree of the real cgroup2 mount.
+//! Needs root and cgroup2; fails without them unless `EGRESS_SKIP_KERNEL_TESTS=1`.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use egress_agent::{
+    cgroupfs::Hierarchy,
+    k8s::{
+        cgroups::{find_pod_cgroup, watch},
+        index::PodRef,
+        model::QosClass,
+    },
+};
+
+struct Subtree(PathBuf);
+
+impl Subtree {
+    fn new(label: &str) -> Option<Self> {
+        if std::env::var("EGRESS_SKIP_KERNEL_TESTS").is_ok_and(|v| v == "1") {
+            return None;
+        }
+        // SAFETY: no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "needs root (EGRESS_SKIP_KERNEL_TESTS=1 skips by hand)"
+        );
+        let mount = Hierarchy::discover()
+            .unwrap_or_else(|err| panic!("cgroup2: {err}"))
+            .mount()
+            .to_owned();
+        let root = mount.join(format!("egress-test-{}-{label}", std::process::id()));
+        std::fs::create_dir_all(&root)
+            .unwrap_or_else(|err| panic!("mkdir {}: {err}", root.display()));
+        Some(Self(root))
+    }
+
+    fn mkdir(&self, relative: &str) -> PathBuf {
+        let path = self.0.join(relative);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        path
+    }
+}
+
+impl Drop for Subtree {
+    fn drop(&mut self) {
+        // Remove deepest first.
+        let mut dirs = Vec::new();
+        collect(&self.0, &mut dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_owned());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect(&entry.path(), out);
+        }
+    }
+}
+
+const UID_A: &str = "11111111-2222-4333-8444-555555555555";
+const UID_B: &str = "66666666-7777-4888-9999-aaaaaaaaaaaa";
+
+#[test]
+fn finds_pod_cgroups_for_both_drivers() {
+    let Some(tree) = Subtree::new("find") else {
+        return;
+    };
+    let systemd = tree.mkdir("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_4333_8444_555555555555.slice");
+    tree.mkdir("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_4333_8444_555555555555.slice/cri-containerd-abc.scope");
+    let cgroupfs = tree.mkdir("kubepods/pod66666666-7777-4888-9999-aaaaaaaaaaaa");
+    let a = PodRef {
+        uid: UID_A.into(),
+        qos: QosClass::Burstable,
+    };
+    let b = PodRef {
+        uid: UID_B.into(),
+        qos: QosClass::Guaranteed,
+    };
+    assert_eq!(find_pod_cgroup(&tree.0, &a), Some(systemd));
+    assert_eq!(find_pod_cgroup(&tree.0, &b), Some(cgroupfs));
+    let missing = PodRef {
+        uid: UID_A.into(),
+        qos: QosClass::BestEffort,
+    };
+    assert_eq!(
+        find_pod_cgroup(&tree.0, &missing),
+        None,
+        "wrong QoS: not found"
+    );
+}
+
+#[test]
+fn the_watch_reports_pod_cgroups_as_they_appear_even_inside_new_parents() {
+    let Some(tree) = Subtree::new("watch") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut events = watch(tree.0.clone()).unwrap_or_else(|err| panic!("inotify: {err}"));
+        // The kubelet's whole chain appears at once: parents and pod cgroup in one mkdir -p.
+        tree.mkdir("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod11111111_2222_4333_8444_555555555555.slice");
+        let uid = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+        assert_eq!(uid.ok().flatten().as_deref(), Some(UID_A), "pod cgroup inside brand-new parents reported");
+        // And a cgroupfs-layout pod later.
+        tree.mkdir("kubepods/burstable/pod66666666-7777-4888-9999-aaaaaaaaaaaa");
+        let mut seen = Vec::new();
+        while let Ok(Some(uid)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+            seen.push(uid.clone());
+            if uid == UID_B {
+                break;
+            }
+        }
+        assert!(seen.contains(&UID_B.to_owned()), "cgroupfs pod reported: {seen:?}");
+    });
+}
