@@ -56,9 +56,21 @@ pub struct PinArgs {
 /// `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Standalone configuration file (YAML). Reloaded on SIGHUP and when it changes.
+    /// Standalone configuration file (YAML), reloaded on SIGHUP and when it changes. Without
+    /// it the agent runs in Kubernetes mode.
     #[arg(long, env = "EGRESS_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Kubernetes mode: this node's name (the downward API's `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Kubernetes mode: a kubeconfig file; default: in-cluster config (or `$KUBECONFIG`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The host's cgroup2 hierarchy; default: the first cgroup2 mount in /proc/self/mountinfo.
+    /// In a pod, mount the host's hierarchy and point here: the container's own
+    /// `/sys/fs/cgroup` is its cgroup namespace's view.
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
     /// Pin directory.
     #[command(flatten)]
     pub pins: PinArgs,

@@ -33,7 +33,7 @@ use crate::{
 /// How often the config file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
-struct Agent {
+pub(crate) struct Agent {
     pins: PinDir,
     hierarchy: Hierarchy,
     config_path: PathBuf,
@@ -50,37 +50,105 @@ struct Agent {
     warned_conflicts: BTreeSet<String>,
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT: from the config file when `--config` is given, else
+/// from the Kubernetes API.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let hierarchy = Hierarchy::discover().context("finding the cgroup2 hierarchy")?;
-    info!(cgroup2 = %hierarchy.mount().display(), bpffs_dir = %args.pins.bpffs_dir.display(), "starting");
-    let (dns, mut dns_changed) = DnsEngine::new(DnsSettings::default());
-    tokio::spawn(dns.clone().run());
-    let status = SharedStatus::default();
-    status
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .config_path = args.config.display().to_string();
-    if args.admin_addr != "off" {
-        let addr: SocketAddr = args.admin_addr.parse().context("--admin-addr")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the admin endpoint {addr}"))?;
-        tokio::spawn(admin::serve(listener, status.clone(), dns.clone()));
+    match args.config.clone() {
+        Some(config) => run_file(args, config).await,
+        None => crate::k8s::agent::run(args).await,
     }
-    let mut agent = Agent {
-        pins: PinDir::new(args.pins.bpffs_dir),
-        hierarchy,
-        config_path: args.config,
-        last_text: None,
-        config: None,
-        attached_to: None,
-        maps: None,
-        dns,
-        status,
-        missing_cgroups: BTreeSet::new(),
-        warned_conflicts: BTreeSet::new(),
-    };
+}
+
+/// The cgroup2 hierarchy: `--cgroup-root`, else the first cgroup2 mount.
+pub(crate) fn hierarchy(args: &RunArgs) -> anyhow::Result<Hierarchy> {
+    match &args.cgroup_root {
+        Some(root) => Ok(Hierarchy::new(root.clone())),
+        None => Hierarchy::discover().context("finding the cgroup2 hierarchy"),
+    }
+}
+
+impl Agent {
+    /// A new agent; nothing is attached until the first config is applied.
+    pub(crate) async fn new(
+        args: &RunArgs,
+        hierarchy: Hierarchy,
+        source: String,
+    ) -> anyhow::Result<(Self, tokio::sync::watch::Receiver<u64>)> {
+        info!(cgroup2 = %hierarchy.mount().display(), bpffs_dir = %args.pins.bpffs_dir.display(), source, "starting");
+        let (dns, dns_changed) = DnsEngine::new(DnsSettings::default());
+        tokio::spawn(dns.clone().run());
+        let status = SharedStatus::default();
+        status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config_path
+            .clone_from(&source);
+        if args.admin_addr != "off" {
+            let addr: SocketAddr = args.admin_addr.parse().context("--admin-addr")?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin endpoint {addr}"))?;
+            tokio::spawn(admin::serve(listener, status.clone(), dns.clone()));
+        }
+        let agent = Self {
+            pins: PinDir::new(args.pins.bpffs_dir.clone()),
+            hierarchy,
+            config_path: PathBuf::from(source),
+            last_text: None,
+            config: None,
+            attached_to: None,
+            maps: None,
+            dns,
+            status,
+            missing_cgroups: BTreeSet::new(),
+            warned_conflicts: BTreeSet::new(),
+        };
+        Ok((agent, dns_changed))
+    }
+
+    /// Logs the counters and that the pinned state stays in place.
+    pub(crate) fn log_shutdown(&self) {
+        let counters = self
+            .maps
+            .as_ref()
+            .and_then(|maps| maps.stats().ok())
+            .unwrap_or_default();
+        let counters: Vec<String> = counters
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        info!(
+            counters = counters.join(" "),
+            "stopping; pinned programs and maps stay in place and keep redirecting (`egress-agent uninstall` removes them)"
+        );
+    }
+
+    /// Puts `config` in force (a no-op when it is already) and reconciles.
+    pub(crate) fn apply_config(&mut self, config: Config) {
+        if self.config.as_ref() != Some(&config) {
+            self.dns.set_settings(dns_settings(&config.dns));
+            let hosts: BTreeSet<String> = config
+                .rules
+                .0
+                .iter()
+                .flat_map(|r| r.hosts.iter().cloned())
+                .collect();
+            self.dns.set_hosts(&hosts);
+            self.config = Some(config);
+            self.update_status(|s| {
+                s.config_loaded = true;
+                s.config_error = None;
+            });
+        }
+        self.apply();
+    }
+}
+
+/// Standalone mode: the config file.
+async fn run_file(args: RunArgs, config_path: PathBuf) -> anyhow::Result<()> {
+    let hierarchy = hierarchy(&args)?;
+    let (mut agent, mut dns_changed) =
+        Agent::new(&args, hierarchy, config_path.display().to_string()).await?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -103,14 +171,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
         }
     }
-    info!(
-        "stopping; pinned programs and maps stay in place (`egress-agent uninstall` removes them)"
-    );
+    agent.log_shutdown();
     Ok(())
 }
 
 impl Agent {
-    fn update_status(&self, update: impl FnOnce(&mut AgentStatus)) {
+    pub(crate) fn update_status(&self, update: impl FnOnce(&mut AgentStatus)) {
         update(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
@@ -161,7 +227,7 @@ impl Agent {
     }
 
     /// Attaches if needed and reconciles the maps with the config and the DNS answers.
-    fn apply(&mut self) {
+    pub(crate) fn apply(&mut self) {
         let Some(config) = self.config.clone() else {
             return;
         };

@@ -3,7 +3,8 @@
 //! * nightly `rust-src` (aya-build compiles core for the BPF target with it);
 //! * bpf-linker built against the nightly's own LLVM (a prefix whose `lib/libLLVM.so` links to
 //!   the nightly's libLLVM), so the two agree on the bitcode;
-//! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq.
+//! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq;
+//! * kubernetes-validate from PyPI, for the manifests in deploy/.
 //!
 //! Each step checks first and does nothing when already done.
 
@@ -32,6 +33,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     packages()?;
+    python_packages()?;
     println!("setup: done");
     Ok(())
 }
@@ -103,6 +105,14 @@ fn bpf_linker() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// kubernetes-validate (PyPI) checks deploy/ against the real Kubernetes schemas.
+fn python_packages() -> anyhow::Result<()> {
+    if works("python3", &["-c", "import kubernetes_validate"]) {
+        return Ok(());
+    }
+    shell::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]))
 }
 
 fn packages() -> anyhow::Result<()> {

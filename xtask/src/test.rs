@@ -34,6 +34,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Every manifest against the Kubernetes schemas; example policies against the CRD.
+    shell::run(Command::new("python3").arg("deploy/validate.py"))?;
     // The integration tests run the real agent binary: build it first.
     shell::run(cargo().args(["build", "--package", "egress-agent"]))?;
     let kernel = std::env::var("EGRESS_SKIP_KERNEL_TESTS").is_ok_and(|v| v == "1");

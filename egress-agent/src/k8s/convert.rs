@@ -1,0 +1,214 @@
+//! Pure conversions from API objects to the index's plain data. Only the fields the index
+//! needs are kept (no managedFields, no specs it does not read), which keeps memory small.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{ResourceExt as _, api::DynamicObject, core::PartialObjectMeta};
+
+use super::{
+    crd::EgressRedirectPolicy,
+    model::{
+        EndpointSliceInfo, GatewayInfo, ListenerInfo, NamespaceInfo, ObjectKey, PodInfo,
+        PolicyInfo, QosClass, ServiceInfo,
+    },
+};
+
+/// Namespace and name of any object.
+pub fn key_of<K: kube::Resource>(object: &K) -> ObjectKey {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+fn labels_of<K: kube::Resource>(object: &K) -> BTreeMap<String, String> {
+    object.labels().clone()
+}
+
+/// A pod.
+pub fn pod(pod: &Pod) -> PodInfo {
+    let status = pod.status.as_ref();
+    let qos = match status.and_then(|s| s.qos_class.as_deref()) {
+        Some("Guaranteed") => QosClass::Guaranteed,
+        Some("BestEffort") => QosClass::BestEffort,
+        _ => QosClass::Burstable,
+    };
+    let phase = status.and_then(|s| s.phase.as_deref());
+    PodInfo {
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        qos,
+        labels: labels_of(pod),
+        finished: matches!(phase, Some("Succeeded" | "Failed")),
+    }
+}
+
+/// A namespace (metadata only).
+pub fn namespace(namespace: &PartialObjectMeta<Namespace>) -> NamespaceInfo {
+    NamespaceInfo {
+        name: namespace.name_any(),
+        labels: labels_of(namespace),
+    }
+}
+
+/// A namespace (full object, for tests and callers that have one).
+pub fn namespace_full(namespace: &Namespace) -> NamespaceInfo {
+    NamespaceInfo {
+        name: namespace.name_any(),
+        labels: labels_of(namespace),
+    }
+}
+
+/// A policy.
+pub fn policy(policy: &EgressRedirectPolicy) -> PolicyInfo {
+    PolicyInfo {
+        namespace: policy.namespace().unwrap_or_default(),
+        name: policy.name_any(),
+        generation: policy.metadata.generation.unwrap_or(0),
+        created: policy
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        spec: policy.spec.clone(),
+    }
+}
+
+/// A Gateway, read as a dynamic object: listeners from `spec.listeners`, addresses from
+/// `status.addresses` of type `IPAddress` (the default type).
+pub fn gateway(gateway: &DynamicObject) -> GatewayInfo {
+    let listeners = gateway.data["spec"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            Some(ListenerInfo {
+                hostname: l["hostname"].as_str().map(str::to_owned),
+                port: u16::try_from(l["port"].as_u64()?).ok()?,
+                protocol: l["protocol"].as_str().unwrap_or("HTTP").to_owned(),
+            })
+        })
+        .collect();
+    let addresses = gateway.data["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["type"].as_str().is_none_or(|t| t == "IPAddress"))
+        .filter_map(|a| a["value"].as_str()?.parse::<IpAddr>().ok())
+        .collect();
+    GatewayInfo {
+        namespace: gateway.namespace().unwrap_or_default(),
+        name: gateway.name_any(),
+        listeners,
+        addresses,
+    }
+}
+
+/// A Service.
+pub fn service(service: &Service) -> ServiceInfo {
+    let spec = service.spec.as_ref();
+    let cluster_ips = spec
+        .and_then(|s| s.cluster_ips.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .collect();
+    let ports = spec
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            Some((
+                u16::try_from(p.port).ok()?,
+                p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+            ))
+        })
+        .collect();
+    ServiceInfo {
+        namespace: service.namespace().unwrap_or_default(),
+        name: service.name_any(),
+        cluster_ips,
+        ports,
+        labels: labels_of(service),
+    }
+}
+
+/// An EndpointSlice: its Service and the pods behind its endpoints.
+pub fn endpoint_slice(slice: &EndpointSlice) -> EndpointSliceInfo {
+    let namespace = slice.namespace().unwrap_or_default();
+    let pods = slice
+        .endpoints
+        .iter()
+        .filter_map(|e| e.target_ref.as_ref())
+        .filter(|r| {
+            r.kind.as_deref() == Some("Pod")
+                && r.namespace.as_deref().is_none_or(|ns| ns == namespace)
+        })
+        .filter_map(|r| r.name.clone())
+        .collect();
+    EndpointSliceInfo {
+        namespace,
+        name: slice.name_any(),
+        service: slice
+            .labels()
+            .get("kubernetes.io/service-name")
+            .cloned()
+            .unwrap_or_default(),
+        pods,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateways_read_listeners_and_ip_addresses() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "gateway-system"},
+            "spec": {"gatewayClassName": "istio", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP", "hostname": "httpbin.org"},
+                {"name": "tls", "port": 443, "protocol": "TLS"}
+            ]},
+            "status": {"addresses": [
+                {"type": "Hostname", "value": "gw.example"},
+                {"type": "IPAddress", "value": "10.96.1.2"},
+                {"value": "10.96.1.3"}
+            ]}
+        }))
+        .expect("gateway json");
+        let info = gateway(&object);
+        assert_eq!(info.listeners.len(), 2);
+        assert_eq!(info.listeners[0].hostname.as_deref(), Some("httpbin.org"));
+        assert_eq!(
+            info.addresses,
+            [
+                "10.96.1.2".parse::<IpAddr>().unwrap(),
+                "10.96.1.3".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn slices_keep_only_pod_targets() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gw-abc", "namespace": "gs", "labels": {"kubernetes.io/service-name": "gw"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": "gw-0", "namespace": "gs"}},
+                {"addresses": ["10.0.0.2"], "targetRef": {"kind": "Node", "name": "n1"}},
+                {"addresses": ["10.0.0.3"]}
+            ]
+        }))
+        .expect("slice json");
+        let info = endpoint_slice(&slice);
+        assert_eq!(
+            (info.service.as_str(), info.pods.clone()),
+            ("gw", vec!["gw-0".to_owned()])
+        );
+    }
+}
