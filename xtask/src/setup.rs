@@ -4,7 +4,7 @@
 //! * bpf-linker built against the nightly's own LLVM (a prefix whose `lib/libLLVM.so` links to
 //!   the nightly's libLLVM), so the two agree on the bitcode;
 //! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq;
-//! * kubernetes-validate from PyPI, for the manifests in deploy/.
+//! * kubernetes-validate from `PyPI`, for the manifests in `deploy/`.
 //!
 //! Each step checks first and does nothing when already done.
 
@@ -107,7 +107,7 @@ fn bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// kubernetes-validate (PyPI) checks deploy/ against the real Kubernetes schemas.
+/// kubernetes-validate (`PyPI`) checks `deploy/` against the real Kubernetes schemas.
 fn python_packages() -> anyhow::Result<()> {
     if works("python3", &["-c", "import kubernetes_validate"]) {
         return Ok(());
