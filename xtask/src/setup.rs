@@ -112,7 +112,13 @@ fn python_packages() -> anyhow::Result<()> {
     if works("python3", &["-c", "import kubernetes_validate"]) {
         return Ok(());
     }
-    shell::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]))
+    shell::run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "kubernetes-validate",
+    ]))
 }
 
 fn packages() -> anyhow::Result<()> {

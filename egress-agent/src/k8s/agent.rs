@@ -14,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{
     cgroups,
     index::{ClusterState, Index},
+    report::PolicyReporter,
     watch::{self, Applier},
 };
 use crate::{
@@ -40,6 +41,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut api_changes = watch::start(&client, &node);
     let mut cgroup_events =
         cgroups::watch(hierarchy.mount().to_owned()).context("watching pod cgroups")?;
+    let mut reporter = PolicyReporter::new(client.clone(), &node);
     let mut index = Index::default();
     let mut applier = Applier::default();
     let mut terminate = signal(SignalKind::terminate())?;
@@ -55,7 +57,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     index_changed |= applier.apply(&mut index, change);
                 }
                 if index_changed && applier.all_synced() {
-                    agent.apply_config(desired_config(&index.compute(), &hierarchy));
+                    let state = index.compute();
+                    reporter.report(&index, &state);
+                    agent.apply_config(desired_config(&state, &hierarchy));
                 }
             }
             Some(_uid) = cgroup_events.recv() => {

@@ -12,8 +12,8 @@ use kube::{ResourceExt as _, api::DynamicObject, core::PartialObjectMeta};
 use super::{
     crd::EgressRedirectPolicy,
     model::{
-        EndpointSliceInfo, GatewayInfo, ListenerInfo, NamespaceInfo, ObjectKey, PodInfo,
-        PolicyInfo, QosClass, ServiceInfo,
+        ConditionState, EndpointSliceInfo, GatewayInfo, ListenerInfo, NamespaceInfo, ObjectKey,
+        PodInfo, PolicyInfo, QosClass, ServiceInfo,
     },
 };
 
@@ -74,6 +74,24 @@ pub fn policy(policy: &EgressRedirectPolicy) -> PolicyInfo {
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
         spec: policy.spec.clone(),
+        conditions: policy
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .map(|c| ConditionState {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                observed_generation: c.observed_generation.unwrap_or(0),
+            })
+            .collect(),
+        transitions: policy
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .map(|c| (c.type_.clone(), c.last_transition_time.0.to_string()))
+            .collect(),
     }
 }
 

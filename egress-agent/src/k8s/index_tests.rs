@@ -63,6 +63,8 @@ fn policy(ns: &str, name: &str, created: &str, spec: EgressRedirectPolicySpec) -
         generation: 1,
         created: created.to_owned(),
         spec,
+        conditions: Vec::new(),
+        transitions: BTreeMap::new(),
     }
 }
 

@@ -7,5 +7,6 @@ pub mod convert;
 pub mod crd;
 pub mod index;
 pub mod model;
+pub mod report;
 pub mod selector;
 pub mod watch;

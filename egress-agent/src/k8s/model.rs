@@ -59,6 +59,25 @@ pub struct PolicyInfo {
     pub created: String,
     /// The spec.
     pub spec: EgressRedirectPolicySpec,
+    /// The status conditions as last written (by any node).
+    pub conditions: Vec<ConditionState>,
+    /// Their `lastTransitionTime`s (RFC 3339), by condition type.
+    pub transitions: BTreeMap<String, String>,
+}
+
+/// A status condition without its transition time: what nodes compare before writing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionState {
+    /// `Accepted` or `ResolvedRefs`.
+    pub type_: String,
+    /// `True` or `False`.
+    pub status: String,
+    /// Reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// The generation it was computed for.
+    pub observed_generation: i64,
 }
 
 /// A Gateway API listener.

@@ -73,8 +73,8 @@ pub enum Change {
     Pod(Update<super::model::PodInfo>),
     /// A namespace.
     Namespace(Update<super::model::NamespaceInfo>),
-    /// A policy.
-    Policy(Update<super::model::PolicyInfo>),
+    /// A policy (boxed: it carries the whole spec).
+    Policy(Update<Box<super::model::PolicyInfo>>),
     /// A Gateway.
     Gateway(Update<super::model::GatewayInfo>),
     /// A Service.
@@ -108,7 +108,15 @@ impl Applier {
                     .collect();
                 changed
             }
-            Change::Policy(u) => self.update(Kind::Policies, &mut index.policies, u),
+            Change::Policy(u) => {
+                let u = match u {
+                    Update::Upsert(key, policy) => Update::Upsert(key, *policy),
+                    Update::Remove(key) => Update::Remove(key),
+                    Update::Relist => Update::Relist,
+                    Update::Synced => Update::Synced,
+                };
+                self.update(Kind::Policies, &mut index.policies, u)
+            }
             Change::Gateway(u) => self.update(Kind::Gateways, &mut index.gateways, u),
             Change::Service(u) => self.update(Kind::Services, &mut index.services, u),
             Change::Slice(u) => self.update(Kind::Slices, &mut index.slices, u),
@@ -174,7 +182,7 @@ pub fn start(client: &Client, node: &str) -> mpsc::UnboundedReceiver<Change> {
     spawn(
         watcher(policies, watcher::Config::default()),
         tx.clone(),
-        |p| Some(convert::policy(p)),
+        |p| Some(Box::new(convert::policy(p))),
         Change::Policy,
     );
     let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "Gateway");
