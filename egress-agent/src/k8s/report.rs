@@ -168,7 +168,7 @@ async fn write_status(
     {
         Ok(_) => info!(policy = %format!("{}/{}", key.0, key.1), "status updated"),
         Err(err) => {
-            warn!(policy = %format!("{}/{}", key.0, key.1), error = %err, "cannot write status")
+            warn!(policy = %format!("{}/{}", key.0, key.1), error = %err, "cannot write status");
         }
     }
 }
