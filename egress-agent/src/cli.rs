@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Kubernetes mode: a kubeconfig file; default: in-cluster config (or `$KUBECONFIG`).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: DNS servers for hostnames (`ip` or `ip:port`, repeatable); default: the
+    /// agent's /etc/resolv.conf.
+    #[arg(long = "dns-server")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
     /// The host's cgroup2 hierarchy; default: the first cgroup2 mount in /proc/self/mountinfo.
     /// In a pod, mount the host's hierarchy and point here: the container's own
     /// `/sys/fs/cgroup` is its cgroup namespace's view.

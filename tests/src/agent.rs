@@ -35,6 +35,8 @@ pub struct Agent {
     extra_args: Vec<String>,
     /// The admin endpoint.
     pub admin_addr: std::net::SocketAddr,
+    /// Kubernetes mode: no config file.
+    kubernetes: bool,
 }
 
 impl Agent {
@@ -55,10 +57,55 @@ impl Agent {
             bpffs_dir: PathBuf::from("/sys/fs/bpf").join(name),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             admin_addr: free_port(),
+            kubernetes: false,
         };
         agent.write_config(config);
         agent.spawn();
         agent
+    }
+
+    /// Starts the agent in Kubernetes mode with `args` (node name, kubeconfig, ...).
+    pub fn start_kubernetes(args: &[&str]) -> Self {
+        let name = crate::unique("agent");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        let mut agent = Self {
+            child: None,
+            dir,
+            bpffs_dir: PathBuf::from("/sys/fs/bpf").join(name),
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            admin_addr: free_port(),
+            kubernetes: true,
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// `GET path` on the admin endpoint: (status code, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut stream) = std::net::TcpStream::connect(self.admin_addr) else {
+            return (0, String::new());
+        };
+        let _ = write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (
+            code,
+            response
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        )
     }
 
     /// The config file.
@@ -87,10 +134,12 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .unwrap_or_else(|err| panic!("open log: {err}"));
-        let child = Command::new(agent_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(self.config_path())
+        let mut command = Command::new(agent_bin());
+        command.arg("run");
+        if !self.kubernetes {
+            command.arg("--config").arg(self.config_path());
+        }
+        let child = command
             .arg("--bpffs-dir")
             .arg(&self.bpffs_dir)
             .args(["--resync-interval", "1s"])

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod dns;
+pub mod kube;
 pub mod net;
 pub mod world;
 

@@ -59,19 +59,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if index_changed && applier.all_synced() {
                     let state = index.compute();
                     reporter.report(&index, &state);
-                    agent.apply_config(desired_config(&state, &hierarchy));
+                    agent.apply_config(desired_config(&state, &hierarchy, &args.dns_servers));
                 }
             }
             Some(_uid) = cgroup_events.recv() => {
                 while cgroup_events.try_recv().is_ok() {}
                 if applier.all_synced() {
-                    agent.apply_config(desired_config(&index.compute(), &hierarchy));
+                    agent.apply_config(desired_config(&index.compute(), &hierarchy, &args.dns_servers));
                 }
             }
             Ok(()) = dns_changed.changed() => agent.apply(),
             _ = resync.tick() => {
                 if applier.all_synced() {
-                    agent.apply_config(desired_config(&index.compute(), &hierarchy));
+                    agent.apply_config(desired_config(&index.compute(), &hierarchy, &args.dns_servers));
                 }
             }
             _ = terminate.recv() => break,
@@ -100,7 +100,11 @@ async fn client(args: &RunArgs) -> anyhow::Result<Client> {
 
 /// The agent's config for a cluster state: attach at the cgroup2 root, the policies' rules, and
 /// the cgroups of the selected and exempt pods that exist on this node.
-pub fn desired_config(state: &ClusterState, hierarchy: &Hierarchy) -> Config {
+pub fn desired_config(
+    state: &ClusterState,
+    hierarchy: &Hierarchy,
+    dns_servers: &[std::net::SocketAddr],
+) -> Config {
     let root = hierarchy.mount();
     let paths = |pods: &std::collections::BTreeSet<super::index::PodRef>| {
         pods.iter()
@@ -109,7 +113,10 @@ pub fn desired_config(state: &ClusterState, hierarchy: &Hierarchy) -> Config {
     };
     Config {
         attach: None,
-        dns: crate::config::DnsConfig::default(),
+        dns: crate::config::DnsConfig {
+            servers: dns_servers.to_vec(),
+            ..crate::config::DnsConfig::default()
+        },
         rules: Rules(state.rules.clone()),
         workloads: CgroupSet {
             cgroups: paths(&state.selected),
