@@ -106,6 +106,17 @@ impl Agent {
         Ok((agent, dns_changed))
     }
 
+    /// Destinations two rules claim (from the last reconcile) and every hostname's state.
+    pub(crate) fn runtime_facts(&self) -> (Vec<ConflictStatus>, Vec<crate::dns::HostStatus>) {
+        let conflicts = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .conflicts
+            .clone();
+        (conflicts, self.dns.status())
+    }
+
     /// Logs the counters and that the pinned state stays in place.
     pub(crate) fn log_shutdown(&self) {
         let counters = self

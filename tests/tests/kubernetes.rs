@@ -144,6 +144,44 @@ fn bad_policy_is_reported_and_changes_nothing(api: &FakeApi, agent: &Agent) {
     );
 }
 
+/// A newer policy claiming web.test with another gateway loses and gets a Conflict Event; a
+/// policy for a name that does not exist gets a HostnameUnresolvable Event.
+fn conflicts_and_unresolvable_hostnames_are_reported(
+    api: &FakeApi,
+    agent: &Agent,
+    direct_port: u16,
+) {
+    api.apply(&json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "other-gw", "namespace": "gw"},
+        "spec": {"clusterIP": "127.0.0.4", "clusterIPs": ["127.0.0.4"], "ports": [{"port": 8443, "protocol": "TCP"}]}
+    }));
+    std::thread::sleep(Duration::from_millis(1100)); // a later creation time: this one is newer
+    api.apply(&policy("other", "other-gw", direct_port, 8443));
+    let mut missing = policy("missing", "other-gw", 7, 7);
+    missing["spec"]["hostnames"] = json!(["missing.test"]);
+    api.apply(&missing);
+    wait("Conflict Event on the newer policy", || {
+        api.events()
+            .iter()
+            .any(|e| e["reason"] == "Conflict" && e["regarding"]["name"] == "other")
+    });
+    wait("HostnameUnresolvable Event", || {
+        api.events()
+            .iter()
+            .any(|e| e["reason"] == "HostnameUnresolvable" && e["regarding"]["name"] == "missing")
+    });
+    let route = agent
+        .routes()
+        .into_iter()
+        .find(|r| r["destination"] == "127.0.0.2/32")
+        .expect("web.test route");
+    assert_eq!(
+        route["gateway"], "127.0.0.3",
+        "the older policy keeps the destination: {route}"
+    );
+}
+
 #[test]
 fn kubernetes_mode_end_to_end() {
     if !kernel_tests_enabled() {
@@ -230,6 +268,7 @@ fn kubernetes_mode_end_to_end() {
     });
 
     bad_policy_is_reported_and_changes_nothing(&api, &agent);
+    conflicts_and_unresolvable_hostnames_are_reported(&api, &agent, direct.port());
     if std::env::var_os("EGRESS_SHOW_LOG").is_some() {
         eprintln!("{}", agent.log());
     }

@@ -71,7 +71,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok(()) = dns_changed.changed() => agent.apply(),
             _ = resync.tick() => {
                 if applier.all_synced() {
-                    agent.apply_config(desired_config(&index.compute(), &hierarchy, &args.dns_servers));
+                    let state = index.compute();
+                    agent.apply_config(desired_config(&state, &hierarchy, &args.dns_servers));
+                    let (conflicts, hosts) = agent.runtime_facts();
+                    reporter.report_runtime(&conflicts, &hosts, &state);
                 }
             }
             _ = terminate.recv() => break,

@@ -52,6 +52,10 @@ pub enum Problem {
     NoHostnames,
     /// No ports (none given and none from the target).
     NoPorts,
+    /// Another policy claims the same destination with another gateway (found at runtime).
+    Conflict(String),
+    /// A hostname does not resolve (found at runtime by the DNS engine).
+    Unresolvable(String),
 }
 
 impl Problem {
@@ -60,9 +64,10 @@ impl Problem {
         match self {
             Self::TargetNotFound(_) => "TargetNotFound",
             Self::NoGatewayAddress(_) => "NoGatewayAddress",
-            Self::WildcardHostname(_) => "HostnameUnresolvable",
+            Self::WildcardHostname(_) | Self::Unresolvable(_) => "HostnameUnresolvable",
             Self::NoHostnames => "NoHostnames",
             Self::NoPorts => "NoPorts",
+            Self::Conflict(_) => "Conflict",
         }
     }
 
@@ -78,6 +83,7 @@ impl Problem {
                 "no hostnames: set spec.hostnames or give the Gateway listener hostnames".to_owned()
             }
             Self::NoPorts => "no ports: set spec.ports or give the target ports".to_owned(),
+            Self::Conflict(message) | Self::Unresolvable(message) => message.clone(),
         }
     }
 }

@@ -17,6 +17,8 @@ use kube::{
 };
 use tracing::{info, warn};
 
+use crate::{admin::ConflictStatus, dns::HostStatus};
+
 use super::{
     crd::EgressRedirectPolicy,
     index::{ClusterState, Index, PolicyOutcome, Problem, Verdict},
@@ -32,6 +34,8 @@ pub struct PolicyReporter {
     recorder: Recorder,
     /// Problems already reported, per policy.
     reported: BTreeMap<ObjectKey, BTreeSet<Problem>>,
+    /// Conflicts and hostname troubles already reported (a key per fact).
+    noticed: BTreeSet<String>,
 }
 
 impl PolicyReporter {
@@ -45,6 +49,7 @@ impl PolicyReporter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             reported: BTreeMap::new(),
+            noticed: BTreeSet::new(),
         }
     }
 
@@ -75,30 +80,98 @@ impl PolicyReporter {
             let recorder = self.recorder.clone();
             let key = outcome.key.clone();
             tokio::spawn(async move {
-                let reference = ObjectReference {
-                    api_version: Some("egress-agent.io/v1alpha1".into()),
-                    kind: Some("EgressRedirectPolicy".into()),
-                    namespace: Some(key.0.clone()),
-                    name: Some(key.1.clone()),
-                    ..ObjectReference::default()
-                };
                 for problem in new {
-                    let event = Event {
-                        type_: EventType::Warning,
-                        reason: problem.reason().into(),
-                        note: Some(problem.message()),
-                        action: "Reconcile".into(),
-                        secondary: None,
-                    };
-                    if let Err(err) = recorder.publish(&event, &reference).await {
-                        warn!(policy = %format!("{}/{}", key.0, key.1), error = %err, "cannot publish Event");
-                    }
+                    publish(&recorder, &key, &problem).await;
                 }
                 if status_changed {
                     write_status(client, &key, &wanted, &current, &transitions).await;
                 }
             });
         }
+    }
+}
+
+impl PolicyReporter {
+    /// Reports, once each, conflicts (on the losing policy) and hostnames that do not resolve
+    /// (on every policy naming them). Rule names are `namespace/name`.
+    pub fn report_runtime(
+        &mut self,
+        conflicts: &[ConflictStatus],
+        hosts: &[HostStatus],
+        state: &ClusterState,
+    ) {
+        let mut facts: Vec<(String, ObjectKey, Problem)> = Vec::new();
+        for conflict in conflicts {
+            if let Some(key) = policy_key(&conflict.loser) {
+                let fact = format!(
+                    "conflict {} {} {} {}",
+                    conflict.destination, conflict.port, conflict.protocol, conflict.winner
+                );
+                let message = format!(
+                    "{} port {}/{} is also claimed by {} with another gateway; the older policy wins",
+                    conflict.destination, conflict.port, conflict.protocol, conflict.winner
+                );
+                facts.push((fact, key, Problem::Conflict(message)));
+            }
+        }
+        for host in hosts.iter().filter(|h| {
+            matches!(h.state.as_str(), "nxdomain" | "nodata")
+                || (h.state == "pending" && h.last_error.is_some())
+        }) {
+            for rule in state.rules.iter().filter(|r| r.hosts.contains(&host.name)) {
+                if let Some(key) = policy_key(&rule.name) {
+                    let fact = format!("host {} {} {}", host.name, host.state, rule.name);
+                    let why = host
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| host.state.clone());
+                    facts.push((
+                        fact,
+                        key,
+                        Problem::Unresolvable(format!(
+                            "hostname {} does not resolve: {why}",
+                            host.name
+                        )),
+                    ));
+                }
+            }
+        }
+        let current: BTreeSet<String> = facts.iter().map(|(fact, _, _)| fact.clone()).collect();
+        let fresh: Vec<(ObjectKey, Problem)> = facts
+            .into_iter()
+            .filter(|(fact, _, _)| !self.noticed.contains(fact))
+            .map(|(_, key, problem)| (key, problem))
+            .collect();
+        self.noticed = current;
+        for (key, problem) in fresh {
+            let recorder = self.recorder.clone();
+            tokio::spawn(async move { publish(&recorder, &key, &problem).await });
+        }
+    }
+}
+
+fn policy_key(rule: &str) -> Option<ObjectKey> {
+    let (namespace, name) = rule.split_once('/')?;
+    Some((namespace.to_owned(), name.to_owned()))
+}
+
+async fn publish(recorder: &Recorder, key: &ObjectKey, problem: &Problem) {
+    let reference = ObjectReference {
+        api_version: Some("egress-agent.io/v1alpha1".into()),
+        kind: Some("EgressRedirectPolicy".into()),
+        namespace: Some(key.0.clone()),
+        name: Some(key.1.clone()),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: problem.reason().into(),
+        note: Some(problem.message()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &reference).await {
+        warn!(policy = %format!("{}/{}", key.0, key.1), error = %err, "cannot publish Event");
     }
 }
 
