@@ -145,7 +145,7 @@ fn bad_policy_is_reported_and_changes_nothing(api: &FakeApi, agent: &Agent) {
 }
 
 /// A newer policy claiming web.test with another gateway loses and gets a Conflict Event; a
-/// policy for a name that does not exist gets a HostnameUnresolvable Event.
+/// policy for a name that does not exist gets a `HostnameUnresolvable` Event.
 fn conflicts_and_unresolvable_hostnames_are_reported(
     api: &FakeApi,
     agent: &Agent,
