@@ -244,3 +244,7 @@ fn spawn<K, T, S>(
         }
     });
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;
