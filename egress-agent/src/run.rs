@@ -215,20 +215,7 @@ impl Agent {
             Ok(config) => {
                 info!(path = %self.config_path.display(), rules = config.rules.0.len(), "config loaded");
                 audit(&config);
-                self.dns.set_settings(dns_settings(&config.dns));
-                let hosts: BTreeSet<String> = config
-                    .rules
-                    .0
-                    .iter()
-                    .flat_map(|r| r.hosts.iter().cloned())
-                    .collect();
-                self.dns.set_hosts(&hosts);
-                self.config = Some(config);
-                self.update_status(|s| {
-                    s.config_loaded = true;
-                    s.config_error = None;
-                });
-                self.apply();
+                self.apply_config(config);
             }
             Err(err) => {
                 error!(error = %err, "config rejected; keeping the previous state");

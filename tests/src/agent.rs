@@ -47,18 +47,7 @@ impl Agent {
 
     /// As [`Agent::start`], with extra `run` arguments.
     pub fn start_with(config: &str, extra_args: &[&str]) -> Self {
-        let name = crate::unique("agent");
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
-        let mut agent = Self {
-            child: None,
-            dir,
-            bpffs_dir: PathBuf::from("/sys/fs/bpf").join(name),
-            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
-            admin_addr: free_port(),
-            kubernetes: false,
-        };
+        let mut agent = Self::prepare(extra_args, false);
         agent.write_config(config);
         agent.spawn();
         agent
@@ -66,20 +55,25 @@ impl Agent {
 
     /// Starts the agent in Kubernetes mode with `args` (node name, kubeconfig, ...).
     pub fn start_kubernetes(args: &[&str]) -> Self {
+        let mut agent = Self::prepare(args, true);
+        agent.spawn();
+        agent
+    }
+
+    /// A not yet started agent with its own directory, pin directory and admin port.
+    fn prepare(extra_args: &[&str], kubernetes: bool) -> Self {
         let name = crate::unique("agent");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
-        let mut agent = Self {
+        Self {
             child: None,
             dir,
             bpffs_dir: PathBuf::from("/sys/fs/bpf").join(name),
-            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             admin_addr: free_port(),
-            kubernetes: true,
-        };
-        agent.spawn();
-        agent
+            kubernetes,
+        }
     }
 
     /// `GET path` on the admin endpoint: (status code, body).

@@ -30,6 +30,21 @@ fn route_destinations(agent: &Agent) -> Vec<String> {
         .collect()
 }
 
+/// Starts an agent with the rule "web" for `hosts` (via 127.0.0.3) and waits until web.test's
+/// address 127.0.0.2 is routed.
+fn start_web(world: &World, dns: &DnsServer, hosts: &str, grace: &str) -> Agent {
+    let agent = Agent::start(&config(
+        world,
+        dns,
+        &host_rule(world, "web", "127.0.0.3", hosts),
+        grace,
+    ));
+    agent.wait_until("127.0.0.2 routed", |routes, _| {
+        has_route(routes, "127.0.0.2/32")
+    });
+    agent
+}
+
 fn has_route(routes: &[serde_json::Value], destination: &str) -> bool {
     routes.iter().any(|r| r["destination"] == destination)
 }
@@ -41,15 +56,7 @@ fn an_answer_lands_in_the_routes_and_redirects() {
     }
     let world = World::new();
     let dns = DnsServer::start(1, &[("web.test", "127.0.0.2")], &[]);
-    let agent = Agent::start(&config(
-        &world,
-        &dns,
-        &host_rule(&world, "web", "127.0.0.3", "web.test"),
-        "5m",
-    ));
-    agent.wait_until("web.test routed", |routes, _| {
-        has_route(routes, "127.0.0.2/32")
-    });
+    let agent = start_web(&world, &dns, "web.test", "5m");
     let route = &agent.routes()[0];
     assert_eq!(
         route["host"], "web.test",
@@ -98,15 +105,7 @@ fn a_changed_answer_is_picked_up_and_the_old_address_stays_through_grace() {
     }
     let world = World::new();
     let dns = DnsServer::start(1, &[("web.test", "127.0.0.2")], &[]);
-    let agent = Agent::start(&config(
-        &world,
-        &dns,
-        &host_rule(&world, "web", "127.0.0.3", "web.test"),
-        "4s",
-    ));
-    agent.wait_until("first answer routed", |routes, _| {
-        has_route(routes, "127.0.0.2/32")
-    });
+    let agent = start_web(&world, &dns, "web.test", "4s");
 
     dns.set_hosts(&[("web.test", "127.0.0.6")]);
     let changed = Instant::now();
@@ -209,15 +208,7 @@ fn an_nxdomain_host_does_not_disturb_healthy_ones() {
     }
     let world = World::new();
     let dns = DnsServer::start(1, &[("web.test", "127.0.0.2")], &[]);
-    let agent = Agent::start(&config(
-        &world,
-        &dns,
-        &host_rule(&world, "web", "127.0.0.3", "missing.test, web.test"),
-        "5m",
-    ));
-    agent.wait_until("healthy host routed", |routes, _| {
-        has_route(routes, "127.0.0.2/32")
-    });
+    let agent = start_web(&world, &dns, "missing.test, web.test", "5m");
     agent.wait_status("missing.test is NXDOMAIN", |s| {
         s["hosts"].as_array().is_some_and(|h| {
             h.iter()

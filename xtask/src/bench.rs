@@ -24,7 +24,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     demo::{cgroup2_mount, in_cgroup},
-    shell::{self, cargo, root},
+    shell::{self, release_bin, root},
 };
 
 /// The explanation under the program-cost table.
@@ -60,7 +60,7 @@ impl Drop for Bench {
             let _ = agent.kill();
             let _ = agent.wait();
         }
-        let _ = Command::new(bin("egress-agent"))
+        let _ = Command::new(release_bin("egress-agent"))
             .args(["uninstall", "--bpffs-dir"])
             .arg(&self.bpffs_dir)
             .output();
@@ -83,25 +83,9 @@ impl Drop for Bench {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
-    root().join("target/release").join(name)
-}
-
 /// Runs the benchmark and writes docs/benchmarks.md.
 pub(crate) fn run() -> anyhow::Result<()> {
-    crate::setup::run()?;
-    if !shell::is_root() {
-        bail!("the benchmark attaches eBPF programs and changes iptables: run it as root");
-    }
-    shell::run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "egress-agent",
-        "--package",
-        "egress-tests",
-        "--bins",
-    ]))?;
+    shell::release_binaries("the benchmark attaches eBPF programs and changes iptables")?;
     enter_private_netns()?;
     let mount = cgroup2_mount().context("no cgroup2 mount")?;
     let mut bench = Bench {
@@ -267,7 +251,7 @@ fn write_config(bench: &Bench, port: u16, extra_routes: u32) -> anyhow::Result<(
 
 fn start_agent(bench: &Bench) -> anyhow::Result<Child> {
     let log = std::fs::File::create(bench.dir.join("agent.log"))?;
-    Ok(Command::new(bin("egress-agent"))
+    Ok(Command::new(release_bin("egress-agent"))
         .args(["run", "--config"])
         .arg(bench.dir.join("config.yaml"))
         .arg("--bpffs-dir")
@@ -293,7 +277,7 @@ fn wait_log(path: &Path, needle: &str) -> anyhow::Result<()> {
 
 fn connect4_program_id(bench: &Bench) -> anyhow::Result<u64> {
     let text = shell::output(
-        Command::new(bin("egress-agent"))
+        Command::new(release_bin("egress-agent"))
             .args(["maps", "stats", "-o", "json", "--bpffs-dir"])
             .arg(&bench.bpffs_dir),
     )?;
@@ -331,7 +315,7 @@ fn ns_per_call(before: (u64, u64), after: (u64, u64)) -> f64 {
     reason = "nanoseconds per connection are small"
 )]
 fn crr(cgroup: &Path, target: &str) -> anyhow::Result<f64> {
-    let mut command = Command::new(bin("egress-probe"));
+    let mut command = Command::new(release_bin("egress-probe"));
     command.args(["crr", target, &CONNECTIONS.to_string()]);
     in_cgroup(&mut command, cgroup)?;
     let out = shell::output(&mut command)?;

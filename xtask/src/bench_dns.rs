@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::shell::root;
+use crate::shell::release_bin;
 
 /// Hostnames with spread TTLs.
 pub(crate) const HOSTS: u32 = 1_000;
@@ -40,21 +40,10 @@ struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new(bin("egress-agent"))
-            .args(["uninstall", "--bpffs-dir"])
-            .arg(&self.bpffs_dir)
-            .output();
+        crate::shell::stop_and_uninstall(&mut self.children, &self.bpffs_dir);
         let _ = std::fs::remove_dir(&self.cgroup);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn bin(name: &str) -> PathBuf {
-    root().join("target/release").join(name)
 }
 
 /// Runs the DNS benchmark with the cgroup2 hierarchy at `mount`.
@@ -78,7 +67,7 @@ pub(crate) fn run(mount: &Path) -> anyhow::Result<DnsResult> {
         cg = guard.cgroup.display()
     );
     std::fs::write(guard.dir.join("config.yaml"), config)?;
-    let agent = Command::new(bin("egress-agent"))
+    let agent = Command::new(release_bin("egress-agent"))
         .args(["run", "--admin-addr", "off", "--config"])
         .arg(guard.dir.join("config.yaml"))
         .arg("--bpffs-dir")
@@ -190,7 +179,7 @@ fn wait_for(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        let out = Command::new(bin("egress-agent"))
+        let out = Command::new(release_bin("egress-agent"))
             .args(["maps", "routes", "-o", "json", "--bpffs-dir"])
             .arg(bpffs_dir)
             .output()?;

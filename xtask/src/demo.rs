@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::shell::{self, cargo, root};
+use crate::shell::{self, release_bin};
 
 const ORIGIN: &str = "127.0.0.20:8080";
 const GATEWAY: &str = "127.0.0.30:8080";
@@ -35,14 +35,7 @@ struct Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new(bin("egress-agent"))
-            .args(["uninstall", "--bpffs-dir"])
-            .arg(&self.bpffs_dir)
-            .output();
+        shell::stop_and_uninstall(&mut self.children, &self.bpffs_dir);
         let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
         for sub in ["selected/app", "selected/gateway", "selected", "other", ""] {
             let path = self.cgroup.join(sub);
@@ -55,10 +48,6 @@ impl Drop for Sandbox {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn bin(name: &str) -> PathBuf {
-    root().join("target/release").join(name)
 }
 
 /// Starts `command` inside the cgroup at `cgroup`.
@@ -104,19 +93,7 @@ fn curl(cgroup: &Path) -> anyhow::Result<String> {
 
 /// Runs the demo.
 pub(crate) fn run() -> anyhow::Result<()> {
-    crate::setup::run()?;
-    if !shell::is_root() {
-        bail!("the demo attaches eBPF programs: run it as root");
-    }
-    shell::run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "egress-agent",
-        "--package",
-        "egress-tests",
-        "--bins",
-    ]))?;
+    shell::release_binaries("the demo attaches eBPF programs")?;
     let mount = cgroup2_mount().context("no cgroup2 mount in /proc/self/mountinfo")?;
     let mut sandbox = Sandbox {
         cgroup: mount.join("egress-demo"),
@@ -130,11 +107,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&sandbox.dir)?;
 
     sandbox.children.push(
-        Command::new(bin("demo-http"))
+        Command::new(release_bin("demo-http"))
             .args(["origin", ORIGIN, HOST])
             .spawn()?,
     );
-    let mut gateway = Command::new(bin("demo-http"));
+    let mut gateway = Command::new(release_bin("demo-http"));
     gateway.args(["gateway", GATEWAY, &format!("{HOST}={ORIGIN}")]);
     in_cgroup(&mut gateway, &sandbox.cgroup.join("selected/gateway"))?;
     sandbox.children.push(gateway.spawn()?);
@@ -148,7 +125,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     println!("\n== config ({}) ==\n{config}", config_path.display());
     let log = std::fs::File::create(sandbox.dir.join("agent.log"))?;
     sandbox.children.push(
-        Command::new(bin("egress-agent"))
+        Command::new(release_bin("egress-agent"))
             .args(["run", "--config"])
             .arg(&config_path)
             .arg("--bpffs-dir")
@@ -172,7 +149,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     for view in ["routes", "cgroups", "stats"] {
         println!("== egress-agent maps {view} ==");
         let text = shell::output(
-            Command::new(bin("egress-agent"))
+            Command::new(release_bin("egress-agent"))
                 .args(["maps", view, "--bpffs-dir"])
                 .arg(&sandbox.bpffs_dir),
         )?;
@@ -197,7 +174,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 fn wait_for_routes(bpffs_dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let out = Command::new(bin("egress-agent"))
+        let out = Command::new(release_bin("egress-agent"))
             .args(["maps", "routes", "-o", "json", "--bpffs-dir"])
             .arg(bpffs_dir)
             .output()?;

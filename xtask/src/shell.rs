@@ -68,3 +68,42 @@ pub(crate) fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Installs what is missing, checks for root, and builds the release agent and the test
+/// binaries (probe, demo HTTP processes) that `demo` and `bench` run; `why` says what needs root.
+pub(crate) fn release_binaries(why: &str) -> anyhow::Result<()> {
+    crate::setup::run()?;
+    if !is_root() {
+        bail!("{why}: run it as root");
+    }
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "egress-agent",
+        "--package",
+        "egress-tests",
+        "--bins",
+    ]))
+}
+
+/// A release binary of the workspace.
+pub(crate) fn release_bin(name: &str) -> PathBuf {
+    root().join("target/release").join(name)
+}
+
+/// Kills and reaps `children`, then uninstalls the agent pinned under `bpffs_dir`.
+pub(crate) fn stop_and_uninstall(
+    children: &mut Vec<std::process::Child>,
+    bpffs_dir: &std::path::Path,
+) {
+    for child in children.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    children.clear();
+    let _ = Command::new(release_bin("egress-agent"))
+        .args(["uninstall", "--bpffs-dir"])
+        .arg(bpffs_dir)
+        .output();
+}
