@@ -176,6 +176,9 @@ pub struct Rule {
     pub fail_closed: bool,
     /// Ports to redirect.
     pub ports: Vec<PortMap>,
+    /// Selection groups the rule applies to (not in the file: every group in standalone mode;
+    /// one per distinct policy selector in Kubernetes mode).
+    pub groups: u32,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +234,7 @@ impl TryFrom<RawRule> for Rule {
             addresses: raw.addresses.into_iter().map(|a| a.0).collect(),
             fail_closed: raw.fail_closed,
             ports: raw.ports,
+            groups: egress_common::CgroupMode::ALL_GROUPS,
         })
     }
 }
@@ -361,6 +365,9 @@ pub struct CgroupSet {
     /// Cgroup paths: absolute, or relative to the cgroup2 mount.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// Selection groups of each cgroup, by position (not in the file; missing: every group).
+    #[serde(skip)]
+    pub groups: Vec<u32>,
 }
 
 impl Config {

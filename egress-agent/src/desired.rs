@@ -46,6 +46,8 @@ pub struct Route {
     pub target: RouteTarget,
     /// The hostnames whose answers brought it in (empty: a static address).
     pub hosts: BTreeSet<String>,
+    /// Selection groups it applies to.
+    pub groups: u32,
 }
 
 /// Two rules claim the same destination with different targets; the earlier rule wins.
@@ -62,25 +64,31 @@ pub struct Conflict {
 /// Mode of a cgroup entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
-    /// Redirected, with descendants.
-    Selected,
+    /// Redirected, with descendants, for routes of these selection groups.
+    Selected(u32),
     /// Direct, with descendants, even inside a selected cgroup.
     Exempt,
 }
 
 impl Mode {
     /// The map value.
-    pub const fn value(self) -> u32 {
+    pub const fn value(self) -> egress_common::CgroupMode {
         match self {
-            Self::Selected => egress_common::CgroupMode::SELECTED,
-            Self::Exempt => egress_common::CgroupMode::EXEMPT,
+            Self::Selected(groups) => egress_common::CgroupMode {
+                mode: egress_common::CgroupMode::SELECTED,
+                groups,
+            },
+            Self::Exempt => egress_common::CgroupMode {
+                mode: egress_common::CgroupMode::EXEMPT,
+                groups: 0,
+            },
         }
     }
 
     /// From the map value.
-    pub const fn from_value(value: u32) -> Option<Self> {
-        match value {
-            egress_common::CgroupMode::SELECTED => Some(Self::Selected),
+    pub const fn from_value(value: egress_common::CgroupMode) -> Option<Self> {
+        match value.mode {
+            egress_common::CgroupMode::SELECTED => Some(Self::Selected(value.groups)),
             egress_common::CgroupMode::EXEMPT => Some(Self::Exempt),
             _ => None,
         }
@@ -103,14 +111,15 @@ pub struct Desired {
 /// Computes the desired state.
 ///
 /// * `resolved`: the current addresses of each hostname (missing: not resolved yet).
-/// * `selected` / `exempt`: cgroup ids; a cgroup in both is exempt (the safe choice).
+/// * `selected`: cgroup ids with their selection groups (a cgroup listed twice gets both);
+///   `exempt`: cgroup ids. A cgroup in both is exempt (the safe choice).
 ///
 /// Routes of a rule whose gateway is unknown are left out, unless the rule is fail-closed: then
 /// they are installed without a gateway, so the datapath refuses those connections.
 pub fn compute(
     rules: &[Rule],
     resolved: &BTreeMap<String, BTreeSet<IpAddr>>,
-    selected: &[u64],
+    selected: &[(u64, u32)],
     exempt: &[u64],
 ) -> Desired {
     let mut desired = Desired {
@@ -150,13 +159,18 @@ pub fn compute(
                     rule: index,
                     target,
                     hosts: hosts.clone(),
+                    groups: rule.groups,
                 };
                 insert_route(&mut desired, route, candidate);
             }
         }
     }
-    for id in selected {
-        desired.cgroups.insert(*id, Mode::Selected);
+    for (id, groups) in selected {
+        let merged = match desired.cgroups.get(id) {
+            Some(Mode::Selected(known)) => known | groups,
+            _ => *groups,
+        };
+        desired.cgroups.insert(*id, Mode::Selected(merged));
     }
     for id in exempt {
         desired.cgroups.insert(*id, Mode::Exempt);
@@ -174,6 +188,7 @@ fn insert_route(desired: &mut Desired, route: RouteMatch, candidate: Route) {
             // hostnames that brought it in are all shown.
             if let Some(existing) = desired.routes.get_mut(&route) {
                 existing.hosts.extend(candidate.hosts);
+                existing.groups |= candidate.groups;
             }
         }
         Some(existing) => {

@@ -20,6 +20,7 @@ fn rule(name: &str, gateway: Option<&str>, addresses: &[&str], hosts: &[&str]) -
             gateway_port: 8443,
             protocol: Protocol::Tcp,
         }],
+        groups: u32::MAX,
     }
 }
 
@@ -46,7 +47,7 @@ fn static_and_resolved_addresses_become_routes() {
             "2001:db8::7".parse().unwrap(),
         ]),
     )]);
-    let desired = compute(&rules, &resolved, &[7], &[]);
+    let desired = compute(&rules, &resolved, &[(7, u32::MAX)], &[]);
     let keys: Vec<_> = desired.routes.keys().map(|r| r.dest.to_string()).collect();
     assert_eq!(
         keys,
@@ -63,7 +64,10 @@ fn static_and_resolved_addresses_become_routes() {
         BTreeSet::from(["example.test".to_owned()]),
         "resolved route names its host"
     );
-    assert_eq!(desired.cgroups, BTreeMap::from([(7, Mode::Selected)]));
+    assert_eq!(
+        desired.cgroups,
+        BTreeMap::from([(7, Mode::Selected(u32::MAX))])
+    );
 }
 
 #[test]
@@ -105,10 +109,10 @@ fn first_rule_wins_a_conflict() {
 }
 
 #[test]
-fn exempt_wins_when_a_cgroup_is_both() {
-    let desired = compute(&[], &BTreeMap::new(), &[1, 2], &[2]);
+fn groups_merge_and_exempt_wins_when_a_cgroup_is_both() {
+    let desired = compute(&[], &BTreeMap::new(), &[(1, 1), (2, 1), (1, 4)], &[2]);
     assert_eq!(
         desired.cgroups,
-        BTreeMap::from([(1, Mode::Selected), (2, Mode::Exempt)])
+        BTreeMap::from([(1, Mode::Selected(5)), (2, Mode::Exempt)])
     );
 }

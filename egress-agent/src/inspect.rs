@@ -46,6 +46,8 @@ pub struct CgroupRow {
     pub path: Option<String>,
     /// `selected` or `exempt`.
     pub mode: String,
+    /// Selection groups (bitmask; all ones in standalone mode).
+    pub groups: u32,
 }
 
 /// Route rows, sorted by rule then destination.
@@ -90,10 +92,11 @@ pub fn cgroup_rows(
             id,
             path: paths.get(&id).cloned(),
             mode: match Mode::from_value(mode) {
-                Some(Mode::Selected) => "selected".to_owned(),
+                Some(Mode::Selected(_)) => "selected".to_owned(),
                 Some(Mode::Exempt) => "exempt".to_owned(),
-                None => format!("unknown({mode})"),
+                None => format!("unknown({})", mode.mode),
             },
+            groups: mode.groups,
         })
         .collect())
 }

@@ -63,7 +63,7 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
         if let Some(label) = host_label(&wanted.hosts) {
             labels.insert(route_id, label);
         }
-        let value = route_value(&wanted.target, rule_id, route_id);
+        let value = route_value(&wanted.target, rule_id, route_id, wanted.groups);
         if existing == Some(&value) {
             continue;
         }

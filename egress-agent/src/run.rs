@@ -234,8 +234,22 @@ impl Agent {
             return;
         }
         let resolved = self.dns.routed();
-        let selected = self.cgroup_ids(&config.workloads.cgroups);
-        let exempt = self.cgroup_ids(&config.exempt.cgroups);
+        let all = egress_common::CgroupMode::ALL_GROUPS;
+        let selected: Vec<(u64, u32)> = self
+            .cgroup_ids(&config.workloads.cgroups)
+            .into_iter()
+            .map(|(index, id)| {
+                (
+                    id,
+                    config.workloads.groups.get(index).copied().unwrap_or(all),
+                )
+            })
+            .collect();
+        let exempt: Vec<u64> = self
+            .cgroup_ids(&config.exempt.cgroups)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         let desired = desired::compute(&config.rules.0, &resolved, &selected, &exempt);
         for conflict in &desired.conflicts {
             let key = format!("{conflict:?}");
@@ -308,16 +322,17 @@ impl Agent {
         Ok(())
     }
 
-    /// Cgroup ids of configured paths; missing ones are reported once until they appear.
-    fn cgroup_ids(&mut self, paths: &[PathBuf]) -> Vec<u64> {
+    /// (position, cgroup id) of the configured paths that exist; missing ones are reported once
+    /// until they appear.
+    fn cgroup_ids(&mut self, paths: &[PathBuf]) -> Vec<(usize, u64)> {
         let mut ids = Vec::new();
-        for path in paths {
+        for (index, path) in paths.iter().enumerate() {
             match self.hierarchy.id_of(path) {
                 Ok(id) => {
                     if self.missing_cgroups.remove(path) {
                         info!(cgroup = %path.display(), "cgroup appeared");
                     }
-                    ids.push(id);
+                    ids.push((index, id));
                 }
                 Err(err) => {
                     if self.missing_cgroups.insert(path.clone()) {

@@ -19,6 +19,9 @@ pub struct RouteValue {
     pub rule_id: u32,
     /// This route's counter: key of `ROUTE_STATS`.
     pub route_id: u32,
+    /// Selection groups the route applies to: a task is redirected when its cgroup entry's
+    /// groups intersect these (see [`CgroupMode::groups`]).
+    pub groups: u32,
 }
 
 impl RouteValue {
@@ -39,6 +42,10 @@ impl RouteValue {
 pub struct CgroupMode {
     /// [`CgroupMode::SELECTED`] or [`CgroupMode::EXEMPT`].
     pub mode: u32,
+    /// For a selected cgroup, the selection groups it belongs to (one bit per distinct policy
+    /// selector in Kubernetes mode; [`CgroupMode::ALL_GROUPS`] in standalone mode). Zero for an
+    /// exempt one.
+    pub groups: u32,
 }
 
 impl CgroupMode {
@@ -46,6 +53,8 @@ impl CgroupMode {
     pub const SELECTED: u32 = 1;
     /// Connections from this cgroup and its descendants go direct.
     pub const EXEMPT: u32 = 2;
+    /// Every selection group.
+    pub const ALL_GROUPS: u32 = u32::MAX;
 }
 
 /// The original destination of a redirected socket.
@@ -93,8 +102,8 @@ impl Default for HostLabel {
 }
 
 const _: () = assert!(size_of::<HostLabel>() == HOST_LABEL_LEN);
-const _: () = assert!(size_of::<RouteValue>() == 28);
-const _: () = assert!(size_of::<CgroupMode>() == 4);
+const _: () = assert!(size_of::<RouteValue>() == 32);
+const _: () = assert!(size_of::<CgroupMode>() == 8);
 const _: () = assert!(size_of::<RevNatValue>() == 20);
 const _: () = assert!(size_of::<RuleName>() == RULE_NAME_LEN);
 

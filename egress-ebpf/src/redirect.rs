@@ -12,7 +12,7 @@ use egress_common::{
 use crate::{
     ALLOW, DENY,
     maps::{REVNAT, ROUTES_V4, ROUTES_V6, count, count_route},
-    select::current_task_selected,
+    select::current_task_groups,
 };
 
 /// What to do with a destination that matched a route.
@@ -117,11 +117,12 @@ fn lookup6(proto: u8, port_be: u16, addr: [u8; 16]) -> Option<RouteValue> {
     ROUTES_V6.get(&key).copied()
 }
 
-/// Decides what a route hit means for the current task. `v4_socket`: only an IPv4 gateway can
+/// Decides what a route hit means for the current task: it acts only when the task's selection
+/// groups intersect the route's. `v4_socket`: only an IPv4 gateway can
 /// be reached.
 #[inline(always)]
 fn decide(route: &RouteValue, v4_socket: bool) -> Action {
-    if !current_task_selected() {
+    if current_task_groups() & route.groups == 0 {
         count(stat::UNSELECTED);
         return Action::Pass;
     }

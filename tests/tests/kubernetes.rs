@@ -182,6 +182,29 @@ fn conflicts_and_unresolvable_hostnames_are_reported(
     );
 }
 
+/// A policy whose `workloadSelector` matches nothing here: its route exists, but the app pod
+/// (selected by the other policy) is not redirected by it.
+fn scoped_policies_do_not_leak_to_other_workloads(
+    api: &FakeApi,
+    agent: &Agent,
+    app: &TestCgroup,
+    gateway: &Server,
+) {
+    let other = Server::start("127.0.0.2", "other-direct");
+    let mut scoped = policy("scoped", "egress-gw", other.port(), gateway.port());
+    scoped["spec"]["workloadSelector"] = json!({"matchLabels": {"app": "nobody"}});
+    api.apply(&scoped);
+    agent.wait_until("scoped policy routed", |routes, _| {
+        routes.iter().any(|r| r["port"] == other.port())
+    });
+    assert_eq!(
+        Probe::run(app, "tcp", &other.addr.to_string()).reply(),
+        "other-direct",
+        "a pod selected by one policy is not redirected by another policy's selector"
+    );
+    api.delete(&scoped);
+}
+
 #[test]
 fn kubernetes_mode_end_to_end() {
     if !kernel_tests_enabled() {
@@ -242,6 +265,8 @@ fn kubernetes_mode_end_to_end() {
         "direct",
         "the gateway's own pod goes direct"
     );
+
+    scoped_policies_do_not_leak_to_other_workloads(&api, &agent, &app_pod.container, &gateway);
 
     // Removing the label stops the redirect.
     api.apply(&namespace("apps", &json!({})));

@@ -62,8 +62,8 @@ impl RouteEntry {
     }
 }
 
-/// The map value for a target, with its ids.
-pub fn route_value(target: &RouteTarget, rule_id: u32, route_id: u32) -> RouteValue {
+/// The map value for a target, with its ids and selection groups.
+pub fn route_value(target: &RouteTarget, rule_id: u32, route_id: u32, groups: u32) -> RouteValue {
     let mut flags = 0;
     if target.fail_closed {
         flags |= route_flags::FAIL_CLOSED;
@@ -82,6 +82,7 @@ pub fn route_value(target: &RouteTarget, rule_id: u32, route_id: u32) -> RouteVa
         flags,
         rule_id,
         route_id,
+        groups,
     }
 }
 
@@ -275,19 +276,19 @@ impl Maps {
     }
 
     /// Cgroup entries.
-    pub fn cgroups(&self) -> Result<BTreeMap<u64, u32>, DatapathError> {
+    pub fn cgroups(&self) -> Result<BTreeMap<u64, CgroupMode>, DatapathError> {
         let mut out = BTreeMap::new();
         for item in &self.cgroups {
             let (id, mode) = item.map_err(DatapathError::map(map_names::CGROUPS))?;
-            out.insert(id, mode.mode);
+            out.insert(id, mode);
         }
         Ok(out)
     }
 
     /// Sets a cgroup entry.
-    pub fn put_cgroup(&mut self, id: u64, mode: u32) -> Result<(), DatapathError> {
+    pub fn put_cgroup(&mut self, id: u64, mode: CgroupMode) -> Result<(), DatapathError> {
         self.cgroups
-            .insert(id, CgroupMode { mode }, 0)
+            .insert(id, mode, 0)
             .map_err(DatapathError::map(map_names::CGROUPS))
     }
 

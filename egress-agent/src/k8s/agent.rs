@@ -109,11 +109,16 @@ pub fn desired_config(
     dns_servers: &[std::net::SocketAddr],
 ) -> Config {
     let root = hierarchy.mount();
-    let paths = |pods: &std::collections::BTreeSet<super::index::PodRef>| {
-        pods.iter()
-            .filter_map(|pod| cgroups::find_pod_cgroup(root, pod))
-            .collect()
-    };
+    let (selected, groups): (Vec<_>, Vec<_>) = state
+        .selected
+        .iter()
+        .filter_map(|(pod, groups)| Some((cgroups::find_pod_cgroup(root, pod)?, *groups)))
+        .unzip();
+    let exempt = state
+        .exempt
+        .iter()
+        .filter_map(|pod| cgroups::find_pod_cgroup(root, pod))
+        .collect();
     Config {
         attach: None,
         dns: crate::config::DnsConfig {
@@ -122,10 +127,12 @@ pub fn desired_config(
         },
         rules: Rules(state.rules.clone()),
         workloads: CgroupSet {
-            cgroups: paths(&state.selected),
+            cgroups: selected,
+            groups,
         },
         exempt: CgroupSet {
-            cgroups: paths(&state.exempt),
+            cgroups: exempt,
+            groups: Vec::new(),
         },
     }
 }

@@ -27,6 +27,9 @@ use super::{
 };
 use crate::config::{PortMap, Protocol, Rule};
 
+/// Selection groups: bits in the datapath's cgroup and route values.
+const MAX_GROUPS: usize = 32;
+
 /// The label Istio puts on the Service it creates for a Gateway.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
@@ -119,8 +122,8 @@ pub struct PolicyOutcome {
 pub struct ClusterState {
     /// Rules, oldest policy first (on a conflict the oldest wins).
     pub rules: Vec<Rule>,
-    /// Pods to redirect.
-    pub selected: BTreeSet<PodRef>,
+    /// Pods to redirect, with their selection groups.
+    pub selected: BTreeMap<PodRef, u32>,
     /// Gateway pods: they go direct.
     pub exempt: BTreeSet<PodRef>,
     /// Per-policy verdicts.
@@ -160,19 +163,39 @@ impl Index {
         policies.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });
+        // One selection group per distinct (workloadSelector, namespaceSelector), oldest first;
+        // past 32 distinct selectors the rest share the last group (and so over-select).
+        let mut selectors: Vec<String> = Vec::new();
         for policy in policies {
             let (rule, outcome, service) = self.policy(policy);
             if let Some(service) = service {
                 state.exempt.extend(self.backends(&service));
             }
-            if let Some(rule) = rule {
-                state.selected.extend(self.selected_by(policy));
+            if let Some(mut rule) = rule {
+                let key = serde_json::to_string(&(
+                    &policy.spec.workload_selector,
+                    &policy.spec.namespace_selector,
+                ))
+                .unwrap_or_default();
+                let bit = selectors
+                    .iter()
+                    .position(|known| *known == key)
+                    .unwrap_or_else(|| {
+                        if selectors.len() < MAX_GROUPS {
+                            selectors.push(key);
+                        }
+                        selectors.len() - 1
+                    });
+                rule.groups = 1 << bit;
+                for pod in self.selected_by(policy) {
+                    *state.selected.entry(pod).or_default() |= rule.groups;
+                }
                 state.rules.push(rule);
             }
             state.outcomes.push(outcome);
         }
         let exempt = state.exempt.clone();
-        state.selected.retain(|pod| !exempt.contains(pod));
+        state.selected.retain(|pod, _| !exempt.contains(pod));
         state
     }
 
@@ -251,6 +274,7 @@ impl Index {
             addresses: Vec::new(),
             fail_closed: spec.fail_closed,
             ports,
+            groups: 0, // assigned by compute(), per selector
         });
         let outcome = PolicyOutcome {
             key: (policy.namespace.clone(), policy.name.clone()),

@@ -206,7 +206,7 @@ fn selection_by_pod_label_namespace_label_and_opt_out() {
     }
     let state = index.compute();
     for (_, name, _, expected) in cases {
-        assert_eq!(state.selected.contains(&uid(name)), expected, "{name}");
+        assert_eq!(state.selected.contains_key(&uid(name)), expected, "{name}");
     }
     index.pods.values_mut().for_each(|p| p.finished = true);
     assert!(
@@ -249,8 +249,8 @@ fn explicit_selectors_replace_the_default_label() {
         key("dev", "curl-dev"),
         pod("dev", "curl-dev", &[("app", "curl")]),
     );
-    let selected = index.compute().selected;
-    assert_eq!(selected, BTreeSet::from([uid("curl")]));
+    let selected: Vec<PodRef> = index.compute().selected.into_keys().collect();
+    assert_eq!(selected, [uid("curl")]);
 }
 
 #[test]
@@ -274,11 +274,11 @@ fn only_endpoint_backends_are_exempt_and_labels_cannot_forge_it() {
         "endpoint backend exempt"
     );
     assert!(
-        !state.selected.contains(&uid("gw-0")),
+        !state.selected.contains_key(&uid("gw-0")),
         "exempt wins over the namespace label"
     );
     assert!(
-        state.selected.contains(&uid("impostor")),
+        state.selected.contains_key(&uid("impostor")),
         "copied labels do not exempt"
     );
     assert!(!state.exempt.contains(&uid("impostor")));
@@ -406,4 +406,70 @@ fn the_oldest_policy_comes_first_so_it_wins_conflicts() {
         ["gateway-system/httpbin", "gateway-system/a-newer"],
         "creation order, not name order"
     );
+}
+
+#[test]
+fn each_distinct_selector_gets_its_own_group() {
+    let mut index = gateway_world();
+    index.namespaces.insert(
+        "apps".into(),
+        NamespaceInfo {
+            name: "apps".into(),
+            labels: labels(&[(REDIRECT_LABEL, "true")]),
+        },
+    );
+    index
+        .pods
+        .insert(key("apps", "web"), pod("apps", "web", &[("app", "web")]));
+    index.pods.insert(
+        key("apps", "batch"),
+        pod("apps", "batch", &[("app", "batch")]),
+    );
+    let mut only_batch = spec("Service", "kuadrant-egressgateway-istio");
+    only_batch.hostnames = vec![Hostname("example.com".into())];
+    only_batch.workload_selector = Some(LabelSelector {
+        match_labels: Some(labels(&[("app", "batch")])),
+        ..Default::default()
+    });
+    index.policies.insert(
+        key("gateway-system", "batch"),
+        policy(
+            "gateway-system",
+            "batch",
+            "2026-02-01T00:00:00Z",
+            only_batch,
+        ),
+    );
+    let mut also_default = spec("Service", "kuadrant-egressgateway-istio");
+    also_default.hostnames = vec![Hostname("example.org".into())];
+    index.policies.insert(
+        key("gateway-system", "default2"),
+        policy(
+            "gateway-system",
+            "default2",
+            "2026-03-01T00:00:00Z",
+            also_default,
+        ),
+    );
+    let state = index.compute();
+    let groups: Vec<(String, u32)> = state
+        .rules
+        .iter()
+        .map(|r| (r.name.clone(), r.groups))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("gateway-system/httpbin".into(), 1),
+            ("gateway-system/batch".into(), 2),
+            ("gateway-system/default2".into(), 1)
+        ],
+        "policies with the default selector share a group"
+    );
+    assert_eq!(
+        state.selected[&uid("web")],
+        1,
+        "web: only the default-selector policies"
+    );
+    assert_eq!(state.selected[&uid("batch")], 3, "batch: both groups");
 }
