@@ -4,7 +4,8 @@
 //! * bpf-linker built against the nightly's own LLVM (a prefix whose `lib/libLLVM.so` links to
 //!   the nightly's libLLVM), so the two agree on the bitcode;
 //! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq;
-//! * kubernetes-validate from `PyPI`, for the manifests in `deploy/`.
+//! * kubernetes-validate from `PyPI`, for the manifests in `deploy/`;
+//! * bpffs mounted at /sys/fs/bpf.
 //!
 //! Each step checks first and does nothing when already done.
 
@@ -34,6 +35,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     bpf_linker()?;
     packages()?;
     python_packages()?;
+    bpffs()?;
     println!("setup: done");
     Ok(())
 }
@@ -105,6 +107,24 @@ fn bpf_linker() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is missing, once, before anything runs in parallel: two
+/// agents mounting it at the same moment would stack mounts and hide each other's pins.
+fn bpffs() -> anyhow::Result<()> {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| {
+            line.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("bpf "))
+                && line.split_whitespace().nth(4) == Some("/sys/fs/bpf")
+        });
+    if mounted || !shell::is_root() {
+        return Ok(());
+    }
+    shell::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }
 
 /// kubernetes-validate (`PyPI`) checks `deploy/` against the real Kubernetes schemas.
