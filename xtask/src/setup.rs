@@ -92,6 +92,7 @@ fn bpf_linker() -> anyhow::Result<()> {
         shell::cargo()
             .args([
                 "install",
+                "--locked",
                 "bpf-linker",
                 "--version",
                 BPF_LINKER_VERSION,
