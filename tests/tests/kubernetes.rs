@@ -292,6 +292,17 @@ fn kubernetes_mode_end_to_end() {
             .any(|(id, _)| *id == app_pod.pod.id())
     });
 
+    // The other order: the cgroup already exists when the pod shows up in the API.
+    api.apply(&pod("apps", "app", APP_UID, &json!({"app": "client"})));
+    wait(
+        "pod with an existing cgroup selected on its API event",
+        || cgroup_ids(&agent).contains(&(app_pod.pod.id(), "selected".into())),
+    );
+    assert_eq!(
+        Probe::run(&app_pod.container, "tcp", &target).reply(),
+        "gateway"
+    );
+
     bad_policy_is_reported_and_changes_nothing(&api, &agent);
     conflicts_and_unresolvable_hostnames_are_reported(&api, &agent, direct.port());
     if std::env::var_os("EGRESS_SHOW_LOG").is_some() {
