@@ -301,6 +301,13 @@ impl Index {
                     .first()
                     .copied()
                     .or_else(|| service.and_then(|s| s.cluster_ips.first().copied()));
+                // No Service labelled for the Gateway: the Service holding its address backs it.
+                let service = service.or_else(|| {
+                    let address = address?;
+                    self.services.values().find(|s| {
+                        s.namespace == policy.namespace && s.cluster_ips.contains(&address)
+                    })
+                });
                 let mut default_ports = Vec::new();
                 let mut default_hosts = Vec::new();
                 for listener in &gateway.listeners {

@@ -473,3 +473,19 @@ fn each_distinct_selector_gets_its_own_group() {
     );
     assert_eq!(state.selected[&uid("batch")], 3, "batch: both groups");
 }
+
+#[test]
+fn a_gateway_without_an_istio_labelled_service_is_exempt_through_its_address() {
+    let mut index = gateway_world();
+    index
+        .gateways
+        .values_mut()
+        .for_each(|g| g.addresses = vec!["10.96.12.34".parse().unwrap()]);
+    index.services.values_mut().for_each(|s| s.labels.clear());
+    let state = index.compute();
+    assert_eq!(state.rules[0].gateway, Some("10.96.12.34".parse().unwrap()));
+    assert!(
+        state.exempt.contains(&uid("gw-0")),
+        "backends of the Service holding the Gateway's address"
+    );
+}

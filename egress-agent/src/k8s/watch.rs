@@ -17,7 +17,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{
     convert::{self, key_of},
@@ -86,7 +86,7 @@ pub enum Change {
 /// Applies changes to an index, tracking relists.
 #[derive(Debug, Default)]
 pub struct Applier {
-    relisting: BTreeMap<Kind, Vec<ObjectKey>>,
+    relisting: BTreeMap<Kind, std::collections::BTreeSet<ObjectKey>>,
     synced: std::collections::BTreeSet<Kind>,
 }
 
@@ -137,7 +137,7 @@ impl Applier {
         match update {
             Update::Upsert(key, value) => {
                 if let Some(seen) = self.relisting.get_mut(&kind) {
-                    seen.push(key.clone());
+                    seen.insert(key.clone());
                 }
                 let changed = map.get(&key) != Some(&value);
                 map.insert(key, value);
@@ -145,7 +145,8 @@ impl Applier {
             }
             Update::Remove(key) => map.remove(&key).is_some(),
             Update::Relist => {
-                self.relisting.insert(kind, Vec::new());
+                self.relisting
+                    .insert(kind, std::collections::BTreeSet::new());
                 false
             }
             Update::Synced => {
@@ -222,6 +223,7 @@ fn spawn<K, T, S>(
 {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream.default_backoff());
+        let mut missing_reported = false;
         while let Some(event) = stream.next().await {
             let update = match event {
                 Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
@@ -233,6 +235,25 @@ fn spawn<K, T, S>(
                 Ok(watcher::Event::Delete(object)) => Update::Remove(key_of(&object)),
                 Ok(watcher::Event::Init) => Update::Relist,
                 Ok(watcher::Event::InitDone) => Update::Synced,
+                // The kind's API is not served (no Gateway API CRDs, say): nothing of that kind
+                // exists, which is a complete answer. Retries continue, in case it is installed.
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                    if status.code == 404 =>
+                {
+                    if !missing_reported {
+                        missing_reported = true;
+                        info!(
+                            kind = std::any::type_name::<K>(),
+                            "API not served by this cluster; treating it as empty"
+                        );
+                        if tx.send(wrap(Update::Relist)).is_err()
+                            || tx.send(wrap(Update::Synced)).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 Err(err) => {
                     warn!(error = %err, kind = std::any::type_name::<K>(), "watch failed; retrying with backoff");
                     continue;

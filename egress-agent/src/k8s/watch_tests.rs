@@ -18,8 +18,8 @@ fn list(api_version: &str, kind: &str, items: &serde_json::Value) -> Vec<u8> {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items}).to_string().into_bytes()
 }
 
-/// Answers each list with fixed objects; answers the first pod watch with one ADDED event and
-/// holds every other watch open.
+/// Answers each list with fixed objects (the Gateway API is not installed: 404); answers the
+/// first pod watch with one ADDED event and holds every other watch open.
 async fn serve(
     handle: mock::Handle<Request<Body>, Response<Body>>,
     seen: Arc<Mutex<Vec<(String, String)>>>,
@@ -80,7 +80,13 @@ async fn serve(
                 }]),
             ),
             "/apis/gateway.networking.k8s.io/v1/gateways" => {
-                list("gateway.networking.k8s.io/v1", "GatewayList", &json!([]))
+                // A cluster without the Gateway API CRDs.
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                    "message": "the server could not find the requested resource"});
+                let mut response = Response::new(Body::from(status.to_string().into_bytes()));
+                *response.status_mut() = http::StatusCode::NOT_FOUND;
+                send.send_response(response);
+                continue;
             }
             "/api/v1/services" => list(
                 "v1",
