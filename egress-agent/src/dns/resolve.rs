@@ -44,14 +44,23 @@ pub async fn resolve(
         );
         match (v4, v6) {
             (Ok(v4), Ok(v6)) => return Ok(combine(&v4, &v6)),
-            (Err(err), _) | (_, Err(err)) => last_error = err,
+            // One family failed: the other's addresses are a real, if partial, answer (a server
+            // that breaks AAAA must not keep a host unresolved). Without addresses the failure
+            // decides, so nothing ages out on a half answer.
+            (Ok(answered), Err(err)) | (Err(err), Ok(answered)) => {
+                if !answered.addresses.is_empty() {
+                    return Ok(combine(&answered, &Family::default()));
+                }
+                last_error = err;
+            }
+            (Err(err), Err(_)) => last_error = err,
         }
     }
     Err(last_error)
 }
 
 /// The outcome for one record type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Family {
     addresses: Vec<(IpAddr, u32)>,
     nxdomain: bool,

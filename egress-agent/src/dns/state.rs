@@ -110,7 +110,12 @@ impl HostState {
             Resolution::Addresses(addresses) => {
                 self.health = Health::Fresh;
                 for (addr, ttl) in addresses {
-                    let expires = now + clamp(*ttl, timing);
+                    // A shorter TTL now never cuts short what a client cached from an earlier
+                    // answer.
+                    let earlier = self.addresses.get(addr).map(|t| t.expires);
+                    let expires = earlier
+                        .into_iter()
+                        .fold(now + clamp(*ttl, timing), Instant::max);
                     self.addresses.insert(
                         *addr,
                         Tracked {
@@ -171,6 +176,9 @@ impl HostState {
 
     /// When the next address leaves (for scheduling the next expiry pass).
     pub fn next_expiry(&self, timing: &Timing) -> Option<Instant> {
+        if self.health == Health::Stale {
+            return None; // nothing ages out while stale (see `expire`)
+        }
         self.addresses
             .values()
             .filter(|tracked| !tracked.in_answer)

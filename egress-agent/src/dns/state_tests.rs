@@ -145,3 +145,43 @@ fn ttls_are_clamped_and_refreshes_jittered_but_at_least_a_second_apart() {
         "TTL 0 refreshes every second"
     );
 }
+
+#[test]
+fn a_stale_host_schedules_no_expiry_pass() {
+    let t0 = Instant::now();
+    let mut state = HostState::new(t0);
+    state.answer(t0, &answer(&[("192.0.2.1", 1)]), &TIMING, 0.0);
+    state.answer(
+        t0 + Duration::from_secs(1),
+        &answer(&[("192.0.2.2", 1)]),
+        &TIMING,
+        0.0,
+    );
+    assert!(
+        state.next_expiry(&TIMING).is_some(),
+        "192.0.2.1 leaves after its grace"
+    );
+    state.failure(t0 + Duration::from_secs(2), "timed out".into(), &TIMING);
+    assert_eq!(
+        state.next_expiry(&TIMING),
+        None,
+        "nothing ages out while stale, so no wake-up for it"
+    );
+}
+
+#[test]
+fn a_shorter_ttl_never_shortens_what_clients_cached() {
+    let t0 = Instant::now();
+    let mut state = HostState::new(t0);
+    state.answer(t0, &answer(&[("192.0.2.1", 300)]), &TIMING, 0.0);
+    state.answer(
+        t0 + Duration::from_secs(1),
+        &answer(&[("192.0.2.1", 5)]),
+        &TIMING,
+        0.0,
+    );
+    assert_eq!(
+        state.addresses[&addr("192.0.2.1")].expires,
+        t0 + Duration::from_mins(5)
+    );
+}
