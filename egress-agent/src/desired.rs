@@ -192,9 +192,15 @@ fn insert_route(desired: &mut Desired, route: RouteMatch, candidate: Route) {
             }
         }
         Some(existing) => {
+            let winner_rule = existing.rule;
+            // The winner's gateway serves the loser's workloads too: they still go through a
+            // gateway rather than direct (which a fail-closed loser would forbid).
+            if let Some(winner) = desired.routes.get_mut(&route) {
+                winner.groups |= candidate.groups;
+            }
             let conflict = Conflict {
                 route,
-                winner: desired.rules[existing.rule].clone(),
+                winner: desired.rules[winner_rule].clone(),
                 loser: desired.rules[candidate.rule].clone(),
             };
             if !desired.conflicts.contains(&conflict) {

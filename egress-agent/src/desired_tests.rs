@@ -116,3 +116,22 @@ fn groups_merge_and_exempt_wins_when_a_cgroup_is_both() {
         BTreeMap::from([(1, Mode::Selected(5)), (2, Mode::Exempt)])
     );
 }
+
+#[test]
+fn a_conflict_loser_still_goes_through_the_winner_gateway() {
+    let mut first = rule("first", Some("10.96.0.1"), &["203.0.113.1"], &[]);
+    first.groups = 1;
+    let mut second = rule("second", Some("10.96.0.2"), &["203.0.113.1"], &[]);
+    second.groups = 2;
+    let desired = compute(&[first, second], &BTreeMap::new(), &[], &[]);
+    let route = &desired.routes[&route("203.0.113.1/32")];
+    assert_eq!(
+        route.target.gateway,
+        Some("10.96.0.1".parse().unwrap()),
+        "the first rule's gateway"
+    );
+    assert_eq!(
+        route.groups, 3,
+        "both rules' workloads are redirected, neither goes direct"
+    );
+}

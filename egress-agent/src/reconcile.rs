@@ -35,6 +35,9 @@ impl Changes {
 pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, DatapathError> {
     let mut changes = Changes::default();
     let rule_ids = sync_rule_names(maps, &desired.rules)?;
+    // Cgroups first gain what they will have, keeping what they had: while routes change groups
+    // (policies renumbered), a pod matches both its old and its new routes, never neither.
+    let widened = widen_cgroups(maps, desired)?;
 
     let current: HashMap<RouteMatch, egress_common::RouteValue> = maps
         .routes()?
@@ -60,22 +63,34 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
             maps.reset_route_counter(next_id)?;
             next_id
         };
-        if let Some(label) = host_label(&wanted.hosts) {
-            labels.insert(route_id, label);
-        }
         let value = route_value(&wanted.target, rule_id, route_id, wanted.groups);
-        if existing == Some(&value) {
-            continue;
-        }
-        match maps.put_route(route, &value) {
-            Ok(()) if existing.is_some() => changes.updated += 1,
-            Ok(()) => changes.added += 1,
-            Err(err @ DatapathError::RoutesFull { .. }) => {
-                dropped += 1;
-                full.get_or_insert(err);
-                maps.delete_route_counter(route_id)?;
+        let installed = if existing == Some(&value) {
+            true
+        } else {
+            match maps.put_route(route, &value) {
+                Ok(()) => {
+                    if existing.is_some() {
+                        changes.updated += 1;
+                    } else {
+                        changes.added += 1;
+                    }
+                    true
+                }
+                Err(err @ DatapathError::RoutesFull { .. }) => {
+                    dropped += 1;
+                    full.get_or_insert(err);
+                    // Only a new route's counter goes: an existing route stays installed (older
+                    // kernels refuse even updates of existing keys in a full trie).
+                    if existing.is_none() {
+                        maps.delete_route_counter(route_id)?;
+                    }
+                    existing.is_some()
+                }
+                Err(err) => return Err(err),
             }
-            Err(err) => return Err(err),
+        };
+        if let Some(label) = host_label(&wanted.hosts).filter(|_| installed) {
+            labels.insert(route_id, label);
         }
     }
 
@@ -88,7 +103,7 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
     }
 
     sync_host_labels(maps, &labels)?;
-    changes.cgroups = sync_cgroups(maps, desired)?;
+    changes.cgroups = widened + sync_cgroups(maps, desired)?;
     for conflict in &desired.conflicts {
         debug!(?conflict, "route conflict");
     }
@@ -111,23 +126,38 @@ fn sync_rule_names(
     maps: &mut Maps,
     rules: &[String],
 ) -> Result<HashMap<String, u32>, DatapathError> {
+    // The pinned map holds names cut to its field, so match on the stored form.
+    let stored = |name: &str| -> String {
+        let max = egress_common::limits::RULE_NAME_LEN - 1;
+        let mut end = name.len().min(max);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].to_owned()
+    };
     let pinned = maps.rule_names()?;
-    let mut ids: HashMap<String, u32> = pinned
-        .iter()
-        .filter(|(_, name)| rules.contains(name))
-        .map(|(id, name)| (name.clone(), *id))
-        .collect();
-    let mut used: BTreeSet<u32> = ids.values().copied().collect();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut used: BTreeSet<u32> = BTreeSet::new();
+    for name in rules {
+        if let Some((id, _)) = pinned
+            .iter()
+            .find(|(id, known)| **known == stored(name) && !used.contains(*id))
+        {
+            ids.insert(name.clone(), *id);
+            used.insert(*id);
+        }
+    }
     let mut next = 1_u32;
     for name in rules {
         if ids.contains_key(name) {
             continue;
         }
+        // A stale pinned id may be reused: it is overwritten here and no longer counted stale.
         while used.contains(&next) {
             next += 1;
         }
         used.insert(next);
-        maps.put_rule_name(next, name)?;
+        maps.put_rule_name(next, &stored(name))?;
         ids.insert(name.clone(), next);
     }
     // Names of removed rules go once no route refers to them; routes are removed later in the
@@ -164,6 +194,26 @@ fn sync_host_labels(maps: &mut Maps, wanted: &BTreeMap<u32, String>) -> Result<(
         }
     }
     Ok(())
+}
+
+fn widen_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathError> {
+    let current = maps.cgroups()?;
+    let mut changed = 0;
+    for (id, mode) in &desired.cgroups {
+        let wanted = mode.value();
+        let widened = match current.get(id) {
+            Some(have) if have.mode == wanted.mode => egress_common::CgroupMode {
+                groups: have.groups | wanted.groups,
+                ..wanted
+            },
+            _ => wanted,
+        };
+        if current.get(id) != Some(&widened) {
+            maps.put_cgroup(*id, widened)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 fn sync_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathError> {

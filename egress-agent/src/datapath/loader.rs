@@ -283,9 +283,16 @@ fn drop_incompatible_maps(pins: &PinDir) -> bool {
         let compatible = MapData::from_pin(&path)
             .and_then(|map| map.info())
             .is_ok_and(|info| {
+                // The kernel rounds a per-CPU-list LRU's capacity up to a multiple of the
+                // possible CPUs, so for it "at least" is the match.
+                let capacity_ok = if flags & egress_common::map_flags::NO_COMMON_LRU == 0 {
+                    info.max_entries() == max_entries
+                } else {
+                    info.max_entries() >= max_entries
+                };
                 info.key_size() == key_size
                     && info.value_size() == value_size
-                    && info.max_entries() == max_entries
+                    && capacity_ok
                     && info.map_flags() == flags
             });
         if !compatible {
