@@ -65,6 +65,7 @@ pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<AttachReport, DatapathErro
     })?;
     let link_dir = pins.links_for(cgroup_id);
     create_private_dir(&link_dir)?;
+    let pinned_maps = pinned_map_ids(pins);
 
     let mut report = AttachReport::default();
     for name in programs::ALL {
@@ -80,7 +81,13 @@ pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<AttachReport, DatapathErro
         program.load().map_err(program_error)?;
         let tag = program.info().map_err(program_error)?.tag();
         let pin = link_dir.join(name);
-        if !maps_replaced && pinned_program(&pin).is_some_and(|(_, pinned_tag)| pinned_tag == tag) {
+        // Keep a pinned link only when its program is this one (same tag) and uses exactly the
+        // maps pinned now (not ones replaced by an earlier, interrupted run).
+        let keep = !maps_replaced
+            && pinned_program(&pin).is_some_and(|(_, pinned_tag, maps)| {
+                pinned_tag == tag && maps.iter().all(|id| pinned_maps.contains(id))
+            });
+        if keep {
             debug!(program = name, "adopted pinned link");
             report.adopted += 1;
             continue;
@@ -130,7 +137,7 @@ pub fn attachments(pins: &PinDir) -> Vec<Attachment> {
             continue;
         };
         for name in programs::ALL {
-            if let Some((program_id, _)) = pinned_program(&dir.path().join(name)) {
+            if let Some((program_id, _, _)) = pinned_program(&dir.path().join(name)) {
                 found.push(Attachment {
                     cgroup_id,
                     program: name.to_owned(),
@@ -164,15 +171,29 @@ pub fn uninstall(pins: &PinDir) -> Result<usize, DatapathError> {
     Ok(removed)
 }
 
-/// The program id and tag behind a pinned link.
-fn pinned_program(pin: &Path) -> Option<(u32, u64)> {
+/// The program id, tag and map ids behind a pinned link.
+fn pinned_program(pin: &Path) -> Option<(u32, u64, Vec<u32>)> {
     let link: FdLink = PinnedLink::from_pin(pin).ok()?.into();
     let program_id = link.info().ok()?.program_id();
-    let tag = aya::programs::loaded_programs()
+    let info = aya::programs::loaded_programs()
         .flatten()
-        .find(|info| info.id() == program_id)?
-        .tag();
-    Some((program_id, tag))
+        .find(|info| info.id() == program_id)?;
+    let maps = info.map_ids().ok().flatten().unwrap_or_default();
+    Some((program_id, info.tag(), maps))
+}
+
+/// The kernel ids of the maps pinned under `pins`.
+fn pinned_map_ids(pins: &PinDir) -> std::collections::BTreeSet<u32> {
+    map_names::ALL
+        .iter()
+        .filter_map(|name| {
+            MapData::from_pin(pins.map(name))
+                .ok()?
+                .info()
+                .ok()
+                .map(|info| info.id())
+        })
+        .collect()
 }
 
 /// Removes the link pins of every attach cgroup but `keep`; each removal detaches.
