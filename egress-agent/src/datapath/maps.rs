@@ -31,6 +31,8 @@ pub struct Maps {
     stats: PerCpuArray<MapData, u64>,
     rule_names: BpfHashMap<MapData, u32, RuleName>,
     route_hosts: BpfHashMap<MapData, u32, HostLabel>,
+    /// Possible CPUs: the length of every per-CPU value.
+    cpus: usize,
 }
 
 /// A route as stored: what it matches and its value.
@@ -114,6 +116,13 @@ impl Maps {
             stats: typed!(pins, map_names::STATS),
             rule_names: typed!(pins, map_names::RULE_NAMES),
             route_hosts: typed!(pins, map_names::ROUTE_HOSTS),
+            cpus: aya::util::nr_cpus().map_err(|(_, io_error)| DatapathError::Map {
+                map: map_names::ROUTE_STATS,
+                source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "nr_cpus",
+                    io_error,
+                })),
+            })?,
         })
     }
 
@@ -151,88 +160,35 @@ impl Maps {
         route: &RouteMatch,
         value: &RouteValue,
     ) -> Result<(), DatapathError> {
-        let proto = route.protocol.number();
-        let port_be = route.port.to_be();
-        let prefix = u32::from(route.dest.prefix_len());
-
-        match route.dest.addr() {
-            IpAddr::V4(addr) => self
+        match trie_key(route) {
+            TrieKey::V4(key) => self
                 .routes_v4
-                .insert(
-                    &Key::new(
-                        RouteKey4::HEADER_BITS + prefix,
-                        RouteKey4 {
-                            proto,
-                            reserved: 0,
-                            port_be,
-                            addr: addr.octets(),
-                        },
-                    ),
-                    value,
-                    0,
-                )
+                .insert(&key, value, 0)
                 .map_err(|err| full_or(err, map_names::ROUTES_V4, limits::MAX_ROUTES_V4)),
-            IpAddr::V6(addr) => self
+            TrieKey::V6(key) => self
                 .routes_v6
-                .insert(
-                    &Key::new(
-                        RouteKey6::HEADER_BITS + prefix,
-                        RouteKey6 {
-                            proto,
-                            reserved: 0,
-                            port_be,
-                            addr: addr.octets(),
-                        },
-                    ),
-                    value,
-                    0,
-                )
+                .insert(&key, value, 0)
                 .map_err(|err| full_or(err, map_names::ROUTES_V6, limits::MAX_ROUTES_V6)),
         }
     }
 
     /// Removes a route.
     pub fn delete_route(&mut self, route: &RouteMatch) -> Result<(), DatapathError> {
-        let proto = route.protocol.number();
-        let port_be = route.port.to_be();
-        let prefix = u32::from(route.dest.prefix_len());
-        match route.dest.addr() {
-            IpAddr::V4(addr) => self
+        match trie_key(route) {
+            TrieKey::V4(key) => self
                 .routes_v4
-                .remove(&Key::new(
-                    RouteKey4::HEADER_BITS + prefix,
-                    RouteKey4 {
-                        proto,
-                        reserved: 0,
-                        port_be,
-                        addr: addr.octets(),
-                    },
-                ))
+                .remove(&key)
                 .map_err(DatapathError::map(map_names::ROUTES_V4)),
-            IpAddr::V6(addr) => self
+            TrieKey::V6(key) => self
                 .routes_v6
-                .remove(&Key::new(
-                    RouteKey6::HEADER_BITS + prefix,
-                    RouteKey6 {
-                        proto,
-                        reserved: 0,
-                        port_be,
-                        addr: addr.octets(),
-                    },
-                ))
+                .remove(&key)
                 .map_err(DatapathError::map(map_names::ROUTES_V6)),
         }
     }
 
     /// Creates (or resets to zero) the counter of a route.
     pub fn reset_route_counter(&mut self, route_id: u32) -> Result<(), DatapathError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, io)| DatapathError::Map {
-            map: map_names::ROUTE_STATS,
-            source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                call: "nr_cpus",
-                io_error: io,
-            })),
-        })?;
+        let cpus = self.cpus;
         let zeros =
             PerCpuValues::try_from(vec![0_u64; cpus]).map_err(|io_error| DatapathError::Map {
                 map: map_names::ROUTE_STATS,
@@ -361,6 +317,38 @@ impl Maps {
 fn nul_terminated(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A route's key in its family's LPM trie: protocol and port in full, then the prefix.
+enum TrieKey {
+    V4(Key<RouteKey4>),
+    V6(Key<RouteKey6>),
+}
+
+fn trie_key(route: &RouteMatch) -> TrieKey {
+    let proto = route.protocol.number();
+    let port_be = route.port.to_be();
+    let prefix = u32::from(route.dest.prefix_len());
+    match route.dest.addr() {
+        IpAddr::V4(addr) => TrieKey::V4(Key::new(
+            RouteKey4::HEADER_BITS + prefix,
+            RouteKey4 {
+                proto,
+                reserved: 0,
+                port_be,
+                addr: addr.octets(),
+            },
+        )),
+        IpAddr::V6(addr) => TrieKey::V6(Key::new(
+            RouteKey6::HEADER_BITS + prefix,
+            RouteKey6 {
+                proto,
+                reserved: 0,
+                port_be,
+                addr: addr.octets(),
+            },
+        )),
+    }
 }
 
 fn route_match(proto: u8, port_be: u16, addr: IpAddr, prefix: u32) -> Option<RouteMatch> {

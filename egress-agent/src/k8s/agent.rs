@@ -57,22 +57,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     index_changed |= applier.apply(&mut index, change);
                 }
                 if index_changed && applier.all_synced() {
-                    let state = index.compute();
+                    let state = refresh(&mut agent, &index, &hierarchy, &args);
                     reporter.report(&index, &state);
-                    agent.apply_config(desired_config(&state, &hierarchy, &args.dns_servers));
                 }
             }
             Some(_uid) = cgroup_events.recv() => {
                 while cgroup_events.try_recv().is_ok() {}
                 if applier.all_synced() {
-                    agent.apply_config(desired_config(&index.compute(), &hierarchy, &args.dns_servers));
+                    refresh(&mut agent, &index, &hierarchy, &args);
                 }
             }
             Ok(()) = dns_changed.changed() => agent.apply(),
             _ = resync.tick() => {
                 if applier.all_synced() {
-                    let state = index.compute();
-                    agent.apply_config(desired_config(&state, &hierarchy, &args.dns_servers));
+                    let state = refresh(&mut agent, &index, &hierarchy, &args);
                     let (conflicts, hosts) = agent.runtime_facts();
                     reporter.report_runtime(&conflicts, &hosts, &state);
                 }
@@ -83,6 +81,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     agent.log_shutdown();
     Ok(())
+}
+
+/// Recomputes the cluster state and puts the matching config in force; returns the state.
+fn refresh(
+    agent: &mut Agent,
+    index: &Index,
+    hierarchy: &Hierarchy,
+    args: &RunArgs,
+) -> ClusterState {
+    let state = index.compute();
+    agent.apply_config(desired_config(&state, hierarchy, &args.dns_servers));
+    state
 }
 
 async fn client(args: &RunArgs) -> anyhow::Result<Client> {

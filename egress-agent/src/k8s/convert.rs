@@ -53,14 +53,6 @@ pub fn namespace(namespace: &PartialObjectMeta<Namespace>) -> NamespaceInfo {
     }
 }
 
-/// A namespace (full object, for tests and callers that have one).
-pub fn namespace_full(namespace: &Namespace) -> NamespaceInfo {
-    NamespaceInfo {
-        name: namespace.name_any(),
-        labels: labels_of(namespace),
-    }
-}
-
 /// A policy.
 pub fn policy(policy: &EgressRedirectPolicy) -> PolicyInfo {
     PolicyInfo {
