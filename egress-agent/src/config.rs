@@ -1,4 +1,5 @@
-//! The standalone configuration file (YAML).
+//! The standalone configuration file (YAML): its format, parsing and validation. The file
+//! source (`file.rs`) turns a parsed file into an [`crate::intent::Intent`].
 //!
 //! Parsing and validation happen in one pass through serde, so every error carries the field
 //! path and the line and column where it was found, e.g.
@@ -6,7 +7,6 @@
 
 use std::{
     collections::BTreeSet,
-    fmt,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     str::FromStr,
@@ -15,6 +15,8 @@ use std::{
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
+
+use crate::intent::{DnsIntent, PortMap};
 
 /// Errors reading or validating a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -73,26 +75,39 @@ pub struct DnsConfig {
 
 impl Default for DnsConfig {
     fn default() -> Self {
+        let defaults = DnsIntent::default();
         Self {
-            servers: Vec::new(),
-            grace: default_grace(),
-            min_ttl: Duration::ZERO,
-            max_ttl: default_max_ttl(),
-            timeout: default_timeout(),
+            servers: defaults.servers,
+            grace: defaults.grace,
+            min_ttl: defaults.min_ttl,
+            max_ttl: defaults.max_ttl,
+            timeout: defaults.timeout,
         }
     }
 }
 
-const fn default_grace() -> Duration {
-    Duration::from_mins(5)
+impl From<&DnsConfig> for DnsIntent {
+    fn from(dns: &DnsConfig) -> Self {
+        Self {
+            servers: dns.servers.clone(),
+            grace: dns.grace,
+            min_ttl: dns.min_ttl,
+            max_ttl: dns.max_ttl,
+            timeout: dns.timeout,
+        }
+    }
 }
 
-const fn default_max_ttl() -> Duration {
-    Duration::from_hours(24)
+fn default_grace() -> Duration {
+    DnsIntent::default().grace
 }
 
-const fn default_timeout() -> Duration {
-    Duration::from_secs(2)
+fn default_max_ttl() -> Duration {
+    DnsIntent::default().max_ttl
+}
+
+fn default_timeout() -> Duration {
+    DnsIntent::default().timeout
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -176,9 +191,6 @@ pub struct Rule {
     pub fail_closed: bool,
     /// Ports to redirect.
     pub ports: Vec<PortMap>,
-    /// Selection groups the rule applies to (not in the file: every group in standalone mode;
-    /// one per distinct policy selector in Kubernetes mode).
-    pub groups: u32,
 }
 
 #[derive(Deserialize)]
@@ -234,7 +246,6 @@ impl TryFrom<RawRule> for Rule {
             addresses: raw.addresses.into_iter().map(|a| a.0).collect(),
             fail_closed: raw.fail_closed,
             ports: raw.ports,
-            groups: egress_common::CgroupMode::ALL_GROUPS,
         })
     }
 }
@@ -280,18 +291,7 @@ impl<'de> Deserialize<'de> for Address {
     }
 }
 
-/// One port mapping of a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", try_from = "RawPortMap")]
-pub struct PortMap {
-    /// Destination port the application connects to.
-    pub port: u16,
-    /// Port on the gateway.
-    pub gateway_port: u16,
-    /// Transport protocol.
-    pub protocol: Protocol,
-}
-
+/// A port mapping as the file writes it: `{port, gatewayPort, protocol}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawPortMap {
@@ -299,61 +299,20 @@ struct RawPortMap {
     #[serde(default)]
     gateway_port: Option<u16>,
     #[serde(default)]
-    protocol: Protocol,
+    protocol: crate::route::Protocol,
 }
 
-impl TryFrom<RawPortMap> for PortMap {
-    type Error = String;
-
-    fn try_from(raw: RawPortMap) -> Result<Self, Self::Error> {
+impl<'de> Deserialize<'de> for PortMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawPortMap::deserialize(deserializer)?;
         let gateway_port = raw.gateway_port.unwrap_or(raw.port);
         if raw.port == 0 || gateway_port == 0 {
-            return Err("port: 0 is not a port (1-65535)".to_owned());
+            return Err(de::Error::custom("port: 0 is not a port (1-65535)"));
         }
         Ok(Self {
             port: raw.port,
             gateway_port,
             protocol: raw.protocol,
-        })
-    }
-}
-
-/// Transport protocol of a port mapping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-pub enum Protocol {
-    /// TCP (the default).
-    #[default]
-    #[serde(rename = "TCP")]
-    Tcp,
-    /// UDP: unconnected (sendmsg) and connected.
-    #[serde(rename = "UDP")]
-    Udp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub const fn number(self) -> u8 {
-        match self {
-            Self::Tcp => egress_common::proto::TCP,
-            Self::Udp => egress_common::proto::UDP,
-        }
-    }
-
-    /// From an IP protocol number.
-    pub const fn from_number(number: u8) -> Option<Self> {
-        match number {
-            egress_common::proto::TCP => Some(Self::Tcp),
-            egress_common::proto::UDP => Some(Self::Udp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "TCP",
-            Self::Udp => "UDP",
         })
     }
 }
@@ -365,9 +324,6 @@ pub struct CgroupSet {
     /// Cgroup paths: absolute, or relative to the cgroup2 mount.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
-    /// Selection groups of each cgroup, by position (not in the file; missing: every group).
-    #[serde(skip)]
-    pub groups: Vec<u32>,
 }
 
 impl Config {

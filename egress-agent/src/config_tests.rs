@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::route::Protocol;
 
 fn parse(text: &str) -> Result<Config, String> {
     Config::parse(Path::new("test.yaml"), text).map_err(|err| err.to_string())

@@ -9,7 +9,7 @@ use crate::{
     cgroupfs::Hierarchy,
     cli::{MapsView, Output},
     datapath::{self, DatapathError, Maps},
-    desired::Mode,
+    route::Mode,
 };
 
 /// One route in `maps routes -o json`.
@@ -56,11 +56,11 @@ pub fn route_rows(maps: &Maps) -> Result<Vec<RouteRow>, DatapathError> {
     let counts = maps.route_counts()?;
     let hosts = maps.host_labels()?;
     let mut entries = maps.routes()?;
-    entries.sort_by_key(|entry| (entry.value.rule_id, entry.route));
+    entries.sort_by_key(|entry| (entry.rule_id, entry.route));
     Ok(entries
         .into_iter()
         .map(|entry| {
-            let target = entry.target();
+            let target = entry.target;
             RouteRow {
                 destination: entry.route.dest.to_string(),
                 port: entry.route.port,
@@ -69,11 +69,11 @@ pub fn route_rows(maps: &Maps) -> Result<Vec<RouteRow>, DatapathError> {
                 gateway_port: target.gateway_port,
                 fail_closed: target.fail_closed,
                 rule: names
-                    .get(&entry.value.rule_id)
+                    .get(&entry.rule_id)
                     .cloned()
-                    .unwrap_or_else(|| format!("#{}", entry.value.rule_id)),
-                host: hosts.get(&entry.value.route_id).cloned(),
-                redirects: counts.get(&entry.value.route_id).copied().unwrap_or(0),
+                    .unwrap_or_else(|| format!("#{}", entry.rule_id)),
+                host: hosts.get(&entry.route_id).cloned(),
+                redirects: counts.get(&entry.route_id).copied().unwrap_or(0),
             }
         })
         .collect())
@@ -91,12 +91,16 @@ pub fn cgroup_rows(
         .map(|(id, mode)| CgroupRow {
             id,
             path: paths.get(&id).cloned(),
-            mode: match Mode::from_value(mode) {
-                Some(Mode::Selected(_)) => "selected".to_owned(),
-                Some(Mode::Exempt) => "exempt".to_owned(),
-                None => format!("unknown({})", mode.mode),
+            mode: match mode {
+                Some(Mode::Selected(_)) => "selected",
+                Some(Mode::Exempt) => "exempt",
+                None => "unknown",
+            }
+            .to_owned(),
+            groups: match mode {
+                Some(Mode::Selected(groups)) => groups,
+                _ => 0,
             },
-            groups: mode.groups,
         })
         .collect())
 }

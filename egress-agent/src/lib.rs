@@ -1,6 +1,12 @@
 //! egress-agent: sends selected workloads' connections to an egress gateway by rewriting the
 //! destination at `connect()`/`sendmsg()` with cgroup eBPF programs.
 //!
+//! Data flows one way (see docs/design.md):
+//!
+//! ```text
+//! sources (file.rs, k8s) ─► Intent (intent.rs) ─► engine ─► desired maps ─► diff ─► datapath
+//! ```
+//!
 //! The binary (`main.rs`) is a thin shell over these modules.
 
 pub mod admin;
@@ -9,10 +15,12 @@ pub mod cgroupfs;
 pub mod cli;
 pub mod config;
 pub mod datapath;
-pub mod desired;
 pub mod dns;
+pub mod engine;
+pub mod file;
 pub mod inspect;
+pub mod intent;
 pub mod k8s;
-pub mod reconcile;
+pub mod route;
 pub mod run;
 pub mod status;

@@ -1,61 +1,111 @@
-//! `egress-agent status`: the running agent's view, from its admin endpoint.
+//! The status document: what the running agent reports about itself at `GET /status`, and what
+//! `egress-agent status` renders. The server serializes and the CLI deserializes these same
+//! types. JSON field names are stable (docs/cli.md): fields are only ever added.
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use crate::inspect::table;
+use crate::{
+    dns::{Health, HostStatus},
+    inspect::table,
+    route::Protocol,
+};
 
-/// Renders a `/status` document as text.
-pub fn render(document: &Value) -> String {
-    let agent = &document["agent"];
+/// The `/status` document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDocument {
+    /// The agent.
+    pub agent: AgentStatus,
+    /// Every hostname the DNS engine resolves.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// What the agent reports about itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// Where the intent comes from: the configuration file, or `kubernetes (node N)`.
+    pub config_path: String,
+    /// Whether a valid intent is in force.
+    pub config_loaded: bool,
+    /// Why the source's last input was rejected (cleared by the next valid one); the previous
+    /// intent stays in force.
+    pub config_error: Option<String>,
+    /// Whether the programs are attached.
+    pub attached: bool,
+    /// Routes installed by the last reconcile.
+    pub routes: usize,
+    /// Cgroup entries installed by the last reconcile.
+    pub cgroups: usize,
+    /// What the source wanted but could not find (cgroups that do not exist yet).
+    pub missing_cgroups: Vec<String>,
+    /// Destinations claimed by two rules with different gateways.
+    pub conflicts: Vec<ConflictStatus>,
+    /// The last reconcile's error, if it failed.
+    pub reconcile_error: Option<String>,
+}
+
+/// A conflict between two rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictStatus {
+    /// Address or CIDR.
+    pub destination: ipnet::IpNet,
+    /// Port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The rule whose gateway is installed (first in priority order).
+    pub winner: String,
+    /// The rule that lost.
+    pub loser: String,
+}
+
+/// Renders a document as text.
+pub fn render(document: &StatusDocument) -> String {
+    let agent = &document.agent;
     let mut text = String::new();
     let _ = writeln!(
         text,
         "config: {} ({})",
-        agent["configPath"].as_str().unwrap_or("?"),
-        if agent["configLoaded"] == true {
+        agent.config_path,
+        if agent.config_loaded {
             "in force"
         } else {
             "NOT loaded"
         }
     );
-    if let Some(error) = agent["configError"].as_str() {
+    if let Some(error) = &agent.config_error {
         let _ = writeln!(text, "last edit REJECTED, previous state kept: {error}");
     }
-    if let Some(error) = agent["reconcileError"].as_str() {
+    if let Some(error) = &agent.reconcile_error {
         let _ = writeln!(text, "maps only partly updated: {error}");
     }
     let _ = writeln!(
         text,
         "attached: {}   routes: {}   cgroups: {}",
-        agent["attached"], agent["routes"], agent["cgroups"]
+        agent.attached, agent.routes, agent.cgroups
     );
-    for missing in agent["missingCgroups"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            text,
-            "cgroup not found (yet): {}",
-            missing.as_str().unwrap_or("?")
-        );
+    for missing in &agent.missing_cgroups {
+        let _ = writeln!(text, "cgroup not found (yet): {missing}");
     }
-    let conflicts = agent["conflicts"].as_array().cloned().unwrap_or_default();
-    if !conflicts.is_empty() {
-        text.push_str("\nCONFLICTS (the first rule in config order wins)\n");
+    if !agent.conflicts.is_empty() {
+        text.push_str("\nCONFLICTS (the first rule in priority order wins)\n");
         text.push_str(&table(
             &["DESTINATION", "PORT", "PROTO", "WINNER", "LOSER"],
-            conflicts.iter().map(|c| {
-                ["destination", "port", "protocol", "winner", "loser"]
-                    .iter()
-                    .map(|k| {
-                        c[*k]
-                            .as_str()
-                            .map_or_else(|| c[*k].to_string(), str::to_owned)
-                    })
-                    .collect()
+            agent.conflicts.iter().map(|c| {
+                vec![
+                    c.destination.to_string(),
+                    c.port.to_string(),
+                    c.protocol.to_string(),
+                    c.winner.clone(),
+                    c.loser.clone(),
+                ]
             }),
         ));
     }
-    let hosts = document["hosts"].as_array().cloned().unwrap_or_default();
     text.push('\n');
     text.push_str(&table(
         &[
@@ -66,36 +116,96 @@ pub fn render(document: &Value) -> String {
             "FAILURES",
             "LAST-ERROR",
         ],
-        hosts.iter().map(|h| {
-            let addresses: Vec<String> = h["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| {
-                    let addr = a["address"].as_str().unwrap_or("?");
-                    if a["inAnswer"] == true {
-                        addr.to_owned()
-                    } else {
-                        format!(
-                            "{addr} (grace {:.0}s)",
-                            a["leavesInSecs"].as_f64().unwrap_or(0.0)
-                        )
-                    }
-                })
-                .collect();
-            vec![
-                h["name"].as_str().unwrap_or("?").to_owned(),
-                h["state"].as_str().unwrap_or("?").to_owned(),
-                if addresses.is_empty() {
-                    "-".to_owned()
-                } else {
-                    addresses.join(", ")
-                },
-                format!("{:.1}s", h["nextRefreshInSecs"].as_f64().unwrap_or(0.0)),
-                h["failures"].to_string(),
-                h["lastError"].as_str().unwrap_or("-").to_owned(),
-            ]
-        }),
+        document.hosts.iter().map(host_row),
     ));
     text
+}
+
+fn host_row(host: &HostStatus) -> Vec<String> {
+    let addresses: Vec<String> = host
+        .addresses
+        .iter()
+        .map(|a| {
+            if a.in_answer {
+                a.address.to_string()
+            } else {
+                format!("{} (grace {:.0}s)", a.address, a.leaves_in_secs)
+            }
+        })
+        .collect();
+    vec![
+        host.name.clone(),
+        health_name(host.state).to_owned(),
+        if addresses.is_empty() {
+            "-".to_owned()
+        } else {
+            addresses.join(", ")
+        },
+        format!("{:.1}s", host.next_refresh_in_secs),
+        host.failures.to_string(),
+        host.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+    ]
+}
+
+/// The name a health has in the document and the table.
+pub const fn health_name(health: Health) -> &'static str {
+    match health {
+        Health::Pending => "pending",
+        Health::Fresh => "fresh",
+        Health::Stale => "stale",
+        Health::NxDomain => "nxdomain",
+        Health::NoData => "nodata",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::AddressStatus;
+
+    #[test]
+    fn the_document_round_trips_and_renders() {
+        let document = StatusDocument {
+            agent: AgentStatus {
+                config_path: "/etc/egress-agent.yaml".into(),
+                config_loaded: true,
+                attached: true,
+                routes: 2,
+                conflicts: vec![ConflictStatus {
+                    destination: "203.0.113.1/32".parse().unwrap(),
+                    port: 443,
+                    protocol: Protocol::Tcp,
+                    winner: "a".into(),
+                    loser: "b".into(),
+                }],
+                ..AgentStatus::default()
+            },
+            hosts: vec![HostStatus {
+                name: "web.test".into(),
+                state: Health::Stale,
+                stale: true,
+                addresses: vec![AddressStatus {
+                    address: "203.0.113.1".parse().unwrap(),
+                    in_answer: false,
+                    expires_in_secs: -3.0,
+                    leaves_in_secs: 57.0,
+                }],
+                last_error: Some("timed out".into()),
+                failures: 2,
+                next_refresh_in_secs: 1.5,
+            }],
+        };
+        let json = serde_json::to_value(&document).unwrap();
+        assert_eq!(json["hosts"][0]["state"], "stale");
+        assert_eq!(
+            json["agent"]["conflicts"][0]["destination"],
+            "203.0.113.1/32"
+        );
+        assert_eq!(json["agent"]["conflicts"][0]["protocol"], "TCP");
+        let back: StatusDocument = serde_json::from_value(json).unwrap();
+        let text = render(&back);
+        assert!(text.contains("203.0.113.1 (grace 57s)"), "{text}");
+        assert!(text.contains("stale"), "{text}");
+        assert!(text.contains("203.0.113.1/32   443    TCP"), "{text}");
+    }
 }

@@ -13,42 +13,11 @@
 #![no_std]
 
 mod keys;
+pub mod maps;
 mod values;
 
 pub use keys::{RevNatKey, RouteKey4, RouteKey6};
 pub use values::{CgroupMode, HostLabel, RevNatValue, RouteValue, RuleName};
-
-/// Names of the maps, used for pinning under the agent's bpffs directory.
-pub mod map_names {
-    /// LPM trie of IPv4 routes: [`crate::RouteKey4`] → [`crate::RouteValue`].
-    pub const ROUTES_V4: &str = "ROUTES_V4";
-    /// LPM trie of IPv6 routes: [`crate::RouteKey6`] → [`crate::RouteValue`].
-    pub const ROUTES_V6: &str = "ROUTES_V6";
-    /// Hash of cgroup id (`u64`) → [`crate::CgroupMode`].
-    pub const CGROUPS: &str = "CGROUPS";
-    /// Per-CPU hash of route id (`u32`) → redirect count (`u64`).
-    pub const ROUTE_STATS: &str = "ROUTE_STATS";
-    /// Per-CPU array of global counters indexed by [`crate::stat`].
-    pub const STATS: &str = "STATS";
-    /// LRU hash of [`crate::RevNatKey`] → [`crate::RevNatValue`], for recvmsg/getpeername.
-    pub const REVNAT: &str = "REVNAT";
-    /// Hash of rule id (`u32`) → [`crate::RuleName`]; written by userspace only, for the CLI.
-    pub const RULE_NAMES: &str = "RULE_NAMES";
-    /// Hash of route id (`u32`) → [`crate::HostLabel`]: the hostname(s) that brought a route
-    /// in; written by userspace only, for the CLI.
-    pub const ROUTE_HOSTS: &str = "ROUTE_HOSTS";
-    /// Every map, in the order the agent pins them.
-    pub const ALL: [&str; 8] = [
-        ROUTES_V4,
-        ROUTES_V6,
-        CGROUPS,
-        ROUTE_STATS,
-        STATS,
-        REVNAT,
-        RULE_NAMES,
-        ROUTE_HOSTS,
-    ];
-}
 
 /// The eBPF programs: (program name in the object, pinned link name).
 pub mod programs {
@@ -65,20 +34,8 @@ pub mod programs {
     ];
 }
 
-/// Map capacities. Changing one changes the pinned map's definition, so the agent recreates it.
+/// Limits that are not map capacities (those are in [`maps`]).
 pub mod limits {
-    /// IPv4 routes (exact addresses and CIDRs, per port and protocol).
-    pub const MAX_ROUTES_V4: u32 = 131_072;
-    /// IPv6 routes.
-    pub const MAX_ROUTES_V6: u32 = 65_536;
-    /// Per-route counters: one per route of either family.
-    pub const MAX_ROUTE_STATS: u32 = MAX_ROUTES_V4 + MAX_ROUTES_V6;
-    /// Cgroups with an entry (selected or exempt).
-    pub const MAX_CGROUPS: u32 = 65_536;
-    /// Redirected sockets remembered for recvmsg/getpeername (least recently used are evicted).
-    pub const MAX_REVNAT: u32 = 131_072;
-    /// Rules (names) known to the CLI.
-    pub const MAX_RULES: u32 = 4_096;
     /// How many cgroup levels the selection walk examines, from the root (level 0) down.
     /// Kubernetes pods sit at level 3–5 (deeper when nested in kind); entries deeper than this
     /// are never consulted.
@@ -87,15 +44,6 @@ pub mod limits {
     pub const RULE_NAME_LEN: usize = 64;
     /// Bytes in a route's host label, NUL-padded (a DNS name is at most 253).
     pub const HOST_LABEL_LEN: usize = 256;
-}
-
-/// `map_flags` the maps are created with (part of their definition, like their sizes).
-pub mod map_flags {
-    /// `BPF_F_NO_PREALLOC`: LPM tries (required) and the route counters.
-    pub const NO_PREALLOC: u32 = 1;
-    /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists for the reverse-NAT map, so an insert into a
-    /// full map evicts without the global LRU lock (every TCP redirect inserts).
-    pub const NO_COMMON_LRU: u32 = 1 << 1;
 }
 
 /// Flags in [`RouteValue::flags`].

@@ -1,4 +1,8 @@
-//! The maps, shared with userspace through egress-common; all pinned by name.
+//! The maps, declared from their definitions in egress-common (which the agent checks pinned
+//! maps against); all pinned by name.
+//!
+//! The eBPF library adds the flags a map type requires (`BPF_F_NO_PREALLOC` for LPM tries)
+//! itself; the definitions list them too, because that is what the kernel reports.
 
 use aya_ebpf::{
     macros::map,
@@ -6,42 +10,48 @@ use aya_ebpf::{
 };
 use egress_common::{
     CgroupMode, HostLabel, RevNatKey, RevNatValue, RouteKey4, RouteKey6, RouteValue, RuleName,
-    limits,
+    maps::{self as defs, MapDef},
 };
-
-use egress_common::map_flags::{NO_COMMON_LRU, NO_PREALLOC};
 
 #[map]
 pub(crate) static ROUTES_V4: LpmTrie<RouteKey4, RouteValue> =
-    LpmTrie::pinned(limits::MAX_ROUTES_V4, 0);
+    LpmTrie::pinned(defs::ROUTES_V4.max_entries, extra(defs::ROUTES_V4));
 
 #[map]
 pub(crate) static ROUTES_V6: LpmTrie<RouteKey6, RouteValue> =
-    LpmTrie::pinned(limits::MAX_ROUTES_V6, 0);
+    LpmTrie::pinned(defs::ROUTES_V6.max_entries, extra(defs::ROUTES_V6));
 
 #[map]
-pub(crate) static CGROUPS: HashMap<u64, CgroupMode> = HashMap::pinned(limits::MAX_CGROUPS, 0);
+pub(crate) static CGROUPS: HashMap<u64, CgroupMode> =
+    HashMap::pinned(defs::CGROUPS.max_entries, defs::CGROUPS.flags);
 
 #[map]
 pub(crate) static ROUTE_STATS: PerCpuHashMap<u32, u64> =
-    PerCpuHashMap::pinned(limits::MAX_ROUTE_STATS, NO_PREALLOC);
+    PerCpuHashMap::pinned(defs::ROUTE_STATS.max_entries, defs::ROUTE_STATS.flags);
 
 #[map]
-pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::pinned(egress_common::stat::COUNT, 0);
+pub(crate) static STATS: PerCpuArray<u64> =
+    PerCpuArray::pinned(defs::STATS.max_entries, defs::STATS.flags);
 
 #[map]
 pub(crate) static REVNAT: LruHashMap<RevNatKey, RevNatValue> =
-    LruHashMap::pinned(limits::MAX_REVNAT, NO_COMMON_LRU);
+    LruHashMap::pinned(defs::REVNAT.max_entries, defs::REVNAT.flags);
 
 /// Written by userspace only (rule id → name, for the CLI); declared here so that it is created
 /// and pinned together with the other maps.
 #[map]
-pub(crate) static RULE_NAMES: HashMap<u32, RuleName> = HashMap::pinned(limits::MAX_RULES, 0);
+pub(crate) static RULE_NAMES: HashMap<u32, RuleName> =
+    HashMap::pinned(defs::RULE_NAMES.max_entries, defs::RULE_NAMES.flags);
 
 /// Written by userspace only (route id → hostname label, for the CLI); pinned with the others.
 #[map]
 pub(crate) static ROUTE_HOSTS: HashMap<u32, HostLabel> =
-    HashMap::pinned(limits::MAX_ROUTE_STATS, NO_PREALLOC);
+    HashMap::pinned(defs::ROUTE_HOSTS.max_entries, defs::ROUTE_HOSTS.flags);
+
+/// The flags of `def` that the eBPF library does not add itself for LPM tries.
+const fn extra(def: MapDef) -> u32 {
+    def.flags & !defs::flags::NO_PREALLOC
+}
 
 /// Adds one to a global counter.
 #[inline(always)]

@@ -29,6 +29,40 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    /// A new link could not be pinned.
+    #[error("cannot pin link {path}")]
+    PinLink {
+        /// The pin path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// A program's new attachment is not a pinnable link (kernel without `bpf_link` support).
+    #[error("program {program}: attachment is not a bpf_link")]
+    NotALink {
+        /// The program.
+        program: &'static str,
+        /// Why.
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    /// The attach cgroup's id could not be read.
+    #[error("cannot read the cgroup id of {path}")]
+    AttachCgroupId {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::cgroupfs::CgroupError,
+    },
+    /// The number of possible CPUs (the length of per-CPU values) could not be read.
+    #[error("cannot read the possible CPUs")]
+    PossibleCpus {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The attach cgroup could not be opened.
     #[error("cannot open attach cgroup {path}")]
     AttachCgroup {

@@ -15,7 +15,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use egress_common::{map_names, programs};
+use egress_common::{maps as defs, programs};
 use tracing::{debug, info, warn};
 
 use super::{DatapathError, OBJECT};
@@ -35,20 +35,9 @@ pub struct Attachment {
     pub program_id: u32,
 }
 
-/// What [`attach`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AttachReport {
-    /// Links kept from a previous run.
-    pub adopted: usize,
-    /// Links created.
-    pub attached: usize,
-    /// Links removed from other cgroups.
-    pub removed: usize,
-}
-
 /// Loads the object with pinned maps under `pins` and makes sure every program is attached
-/// exactly once, at `cgroup`.
-pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<AttachReport, DatapathError> {
+/// exactly once, at `cgroup`. What it did (links adopted, attached, removed) is logged.
+pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<(), DatapathError> {
     pins.prepare()?;
     let maps_replaced = drop_incompatible_maps(pins);
     let mut ebpf = EbpfLoader::new()
@@ -59,15 +48,16 @@ pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<AttachReport, DatapathErro
         path: cgroup.to_owned(),
         source,
     })?;
-    let cgroup_id = cgroupfs::cgroup_id(cgroup).map_err(|err| DatapathError::AttachCgroup {
-        path: cgroup.to_owned(),
-        source: std::io::Error::other(err),
-    })?;
+    let cgroup_id =
+        cgroupfs::cgroup_id(cgroup).map_err(|source| DatapathError::AttachCgroupId {
+            path: cgroup.to_owned(),
+            source,
+        })?;
     let link_dir = pins.links_for(cgroup_id);
     create_private_dir(&link_dir)?;
     let pinned_maps = pinned_map_ids(pins);
 
-    let mut report = AttachReport::default();
+    let (mut adopted, mut attached) = (0, 0);
     for name in programs::ALL {
         let program_error = |source| DatapathError::Program {
             program: name,
@@ -89,7 +79,7 @@ pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<AttachReport, DatapathErro
             });
         if keep {
             debug!(program = name, "adopted pinned link");
-            report.adopted += 1;
+            adopted += 1;
             continue;
         }
         let link_id = program
@@ -99,31 +89,31 @@ pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<AttachReport, DatapathErro
             .take_link(link_id)
             .map_err(program_error)?
             .try_into()
-            .map_err(|err| DatapathError::Link {
-                path: link_dir.join(name),
-                source: std::io::Error::other(err),
+            .map_err(|source| DatapathError::NotALink {
+                program: name,
+                source,
             })?;
         let staged = link_dir.join(format!("{name}_new"));
         remove_if_present(&staged)?;
-        link.pin(&staged).map_err(|err| DatapathError::Link {
+        link.pin(&staged).map_err(|source| DatapathError::PinLink {
             path: staged.clone(),
-            source: std::io::Error::other(err),
+            source,
         })?;
         std::fs::rename(&staged, &pin).map_err(|source| DatapathError::Link {
             path: pin.clone(),
             source,
         })?;
-        report.attached += 1;
+        attached += 1;
     }
-    report.removed = remove_other_attachments(pins, cgroup_id)?;
+    let removed = remove_other_attachments(pins, cgroup_id)?;
     info!(
         cgroup = %cgroup.display(),
-        adopted = report.adopted,
-        attached = report.attached,
-        removed = report.removed,
+        adopted,
+        attached,
+        removed,
         "programs attached"
     );
-    Ok(report)
+    Ok(())
 }
 
 /// The attachments pinned under `pins`.
@@ -157,8 +147,8 @@ pub fn uninstall(pins: &PinDir) -> Result<usize, DatapathError> {
         return Ok(0);
     }
     let removed = remove_other_attachments(pins, u64::MAX)?;
-    for name in map_names::ALL {
-        remove_if_present(&pins.map(name))?;
+    for def in defs::ALL {
+        remove_if_present(&pins.map(def.name))?;
     }
     for dir in [pins.maps(), pins.links(), pins.root().to_owned()] {
         match std::fs::remove_dir(&dir) {
@@ -184,10 +174,10 @@ fn pinned_program(pin: &Path) -> Option<(u32, u64, Vec<u32>)> {
 
 /// The kernel ids of the maps pinned under `pins`.
 fn pinned_map_ids(pins: &PinDir) -> std::collections::BTreeSet<u32> {
-    map_names::ALL
+    defs::ALL
         .iter()
-        .filter_map(|name| {
-            MapData::from_pin(pins.map(name))
+        .filter_map(|def| {
+            MapData::from_pin(pins.map(def.name))
                 .ok()?
                 .info()
                 .ok()
@@ -229,96 +219,28 @@ fn remove_if_present(path: &Path) -> Result<(), DatapathError> {
     }
 }
 
-/// (name, key size, value size, capacity, flags) of every map, as the object defines them.
-fn expected_maps() -> [(&'static str, u32, u32, u32, u32); 8] {
-    use egress_common::{
-        limits,
-        map_flags::{NO_COMMON_LRU, NO_PREALLOC},
-        stat,
-    };
-    // LPM trie keys carry a 4-byte prefix length before the data.
-    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    [
-        (
-            map_names::ROUTES_V4,
-            4 + size(size_of::<egress_common::RouteKey4>()),
-            size(size_of::<egress_common::RouteValue>()),
-            limits::MAX_ROUTES_V4,
-            NO_PREALLOC,
-        ),
-        (
-            map_names::ROUTES_V6,
-            4 + size(size_of::<egress_common::RouteKey6>()),
-            size(size_of::<egress_common::RouteValue>()),
-            limits::MAX_ROUTES_V6,
-            NO_PREALLOC,
-        ),
-        (
-            map_names::CGROUPS,
-            8,
-            size(size_of::<egress_common::CgroupMode>()),
-            limits::MAX_CGROUPS,
-            0,
-        ),
-        (
-            map_names::ROUTE_STATS,
-            4,
-            8,
-            limits::MAX_ROUTE_STATS,
-            NO_PREALLOC,
-        ),
-        (map_names::STATS, 4, 8, stat::COUNT, 0),
-        (
-            map_names::REVNAT,
-            size(size_of::<egress_common::RevNatKey>()),
-            size(size_of::<egress_common::RevNatValue>()),
-            limits::MAX_REVNAT,
-            NO_COMMON_LRU,
-        ),
-        (
-            map_names::RULE_NAMES,
-            4,
-            size(size_of::<egress_common::RuleName>()),
-            limits::MAX_RULES,
-            0,
-        ),
-        (
-            map_names::ROUTE_HOSTS,
-            4,
-            size(size_of::<egress_common::HostLabel>()),
-            limits::MAX_ROUTE_STATS,
-            NO_PREALLOC,
-        ),
-    ]
-}
-
 /// Unpins maps whose definition differs from this binary's (after an upgrade that changed the
 /// ABI), so that the loader creates them afresh. Returns whether any was dropped.
 fn drop_incompatible_maps(pins: &PinDir) -> bool {
     let mut dropped = false;
-    for (name, key_size, value_size, max_entries, flags) in expected_maps() {
-        let path = pins.map(name);
+    for def in defs::ALL {
+        let path = pins.map(def.name);
         if !path.exists() {
             continue;
         }
         let compatible = MapData::from_pin(&path)
             .and_then(|map| map.info())
             .is_ok_and(|info| {
-                // The kernel rounds a per-CPU-list LRU's capacity up to a multiple of the
-                // possible CPUs, so for it "at least" is the match.
-                let capacity_ok = if flags & egress_common::map_flags::NO_COMMON_LRU == 0 {
-                    info.max_entries() == max_entries
-                } else {
-                    info.max_entries() >= max_entries
-                };
-                info.key_size() == key_size
-                    && info.value_size() == value_size
-                    && capacity_ok
-                    && info.map_flags() == flags
+                def.matches(
+                    info.key_size(),
+                    info.value_size(),
+                    info.max_entries(),
+                    info.map_flags(),
+                )
             });
         if !compatible {
             warn!(
-                map = name,
+                map = def.name,
                 "pinned map has another definition; recreating it"
             );
             if std::fs::remove_file(&path).is_ok() {

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, sync::watch, task::JoinSet};
 use tracing::{debug, info, warn};
 
@@ -47,13 +47,13 @@ impl Default for DnsSettings {
 }
 
 /// A hostname as the status endpoint shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostStatus {
     /// The hostname.
     pub name: String,
-    /// `pending`, `fresh`, `stale`, `nxdomain` or `nodata`.
-    pub state: String,
+    /// Its health.
+    pub state: Health,
     /// Whether the addresses are kept only because queries fail.
     pub stale: bool,
     /// Routed addresses.
@@ -67,7 +67,7 @@ pub struct HostStatus {
 }
 
 /// One routed address of a hostname.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressStatus {
     /// The address.
@@ -177,7 +177,7 @@ impl DnsEngine {
             .iter()
             .map(|(name, state)| HostStatus {
                 name: name.clone(),
-                state: health_name(&state.health).to_owned(),
+                state: state.health,
                 stale: state.health == Health::Stale,
                 addresses: state
                     .addresses
@@ -263,13 +263,13 @@ impl DnsEngine {
             return; // removed while in flight
         };
         let before: BTreeSet<IpAddr> = state.addresses.keys().copied().collect();
-        let health_before = state.health.clone();
+        let health_before = state.health;
         match result {
             Ok(resolution) => state.answer(now, resolution, &timing, jitter(name, now)),
             Err(err) => state.failure(now, err.to_string(), &timing),
         }
         let after: BTreeSet<IpAddr> = state.addresses.keys().copied().collect();
-        log_transition(name, &health_before, state);
+        log_transition(name, health_before, state);
         if before != after {
             debug!(host = name, addresses = ?after, "routed addresses changed");
             shared.generation += 1;
@@ -301,19 +301,9 @@ impl DnsEngine {
     }
 }
 
-fn health_name(health: &Health) -> &'static str {
-    match health {
-        Health::Pending => "pending",
-        Health::Fresh => "fresh",
-        Health::Stale => "stale",
-        Health::NxDomain => "nxdomain",
-        Health::NoData => "nodata",
-    }
-}
-
 /// Logs once per change of health.
-fn log_transition(name: &str, before: &Health, state: &HostState) {
-    if *before == state.health {
+fn log_transition(name: &str, before: Health, state: &HostState) {
+    if before == state.health {
         return;
     }
     let error = state.last_error.as_deref().unwrap_or("");

@@ -9,3 +9,4 @@ pub mod state;
 pub use engine::{AddressStatus, DnsEngine, DnsSettings, HostStatus};
 pub use query::QueryError;
 pub use resolve::{Resolution, parse_resolv_conf, resolve};
+pub use state::Health;

@@ -42,7 +42,8 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Health of a hostname.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Not resolved yet.
     Pending,
@@ -78,8 +79,6 @@ pub struct HostState {
     pub consecutive_failures: u32,
     /// Queries that failed in total.
     pub failures: u64,
-    /// When the last real answer arrived.
-    pub last_answer: Option<Instant>,
     /// When to query next.
     pub next_refresh: Instant,
 }
@@ -93,7 +92,6 @@ impl HostState {
             last_error: None,
             consecutive_failures: 0,
             failures: 0,
-            last_answer: None,
             next_refresh: now,
         }
     }
@@ -102,7 +100,6 @@ impl HostState {
     pub fn answer(&mut self, now: Instant, resolution: &Resolution, timing: &Timing, jitter: f64) {
         self.last_error = None;
         self.consecutive_failures = 0;
-        self.last_answer = Some(now);
         for tracked in self.addresses.values_mut() {
             tracked.in_answer = false;
         }

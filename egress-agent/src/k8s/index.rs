@@ -25,7 +25,10 @@ use super::{
     },
     selector,
 };
-use crate::config::{PortMap, Protocol, Rule};
+use crate::{
+    intent::{PolicyKey, PortMap, RuleIntent, RuleOwner},
+    route::{Groups, Protocol},
+};
 
 /// Selection groups: bits in the datapath's cgroup and route values.
 const MAX_GROUPS: usize = 32;
@@ -121,9 +124,9 @@ pub struct PolicyOutcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterState {
     /// Rules, oldest policy first (on a conflict the oldest wins).
-    pub rules: Vec<Rule>,
+    pub rules: Vec<RuleIntent>,
     /// Pods to redirect, with their selection groups.
-    pub selected: BTreeMap<PodRef, u32>,
+    pub selected: BTreeMap<PodRef, Groups>,
     /// Gateway pods: they go direct.
     pub exempt: BTreeSet<PodRef>,
     /// Per-policy verdicts.
@@ -200,7 +203,10 @@ impl Index {
     }
 
     /// The rule (if usable), the outcome and the gateway Service of one policy.
-    fn policy(&self, policy: &PolicyInfo) -> (Option<Rule>, PolicyOutcome, Option<ObjectKey>) {
+    fn policy(
+        &self,
+        policy: &PolicyInfo,
+    ) -> (Option<RuleIntent>, PolicyOutcome, Option<ObjectKey>) {
         let spec = &policy.spec;
         let target_name = format!(
             "{}/{}/{}",
@@ -267,8 +273,11 @@ impl Index {
             && !hosts.is_empty()
             && !ports.is_empty()
             && (gateway.is_some() || spec.fail_closed);
-        let rule = usable.then(|| Rule {
-            name: format!("{}/{}", policy.namespace, policy.name),
+        let rule = usable.then(|| RuleIntent {
+            owner: RuleOwner::Policy(PolicyKey {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+            }),
             gateway,
             hosts,
             addresses: Vec::new(),

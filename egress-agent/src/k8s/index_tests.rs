@@ -131,7 +131,7 @@ fn gateway_world() -> Index {
 fn gateway_defaults_come_from_listeners_and_the_istio_service() {
     let state = gateway_world().compute();
     let rule = &state.rules[0];
-    assert_eq!(rule.name, "gateway-system/httpbin");
+    assert_eq!(rule.owner.to_string(), "gateway-system/httpbin");
     assert_eq!(
         rule.gateway,
         Some("10.96.12.34".parse().unwrap()),
@@ -399,7 +399,7 @@ fn the_oldest_policy_comes_first_so_it_wins_conflicts() {
         .compute()
         .rules
         .iter()
-        .map(|r| r.name.clone())
+        .map(|r| r.owner.to_string())
         .collect();
     assert_eq!(
         names,
@@ -455,7 +455,7 @@ fn each_distinct_selector_gets_its_own_group() {
     let groups: Vec<(String, u32)> = state
         .rules
         .iter()
-        .map(|r| (r.name.clone(), r.groups))
+        .map(|r| (r.owner.to_string(), r.groups))
         .collect();
     assert_eq!(
         groups,

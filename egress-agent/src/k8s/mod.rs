@@ -1,7 +1,6 @@
-//! Kubernetes mode: the policy API and the pure index that turns cluster objects into the same
-//! rules and cgroup selection the standalone mode reads from its file.
+//! Kubernetes mode: the policy API, the watches, the pure index that turns cluster objects into
+//! rules and pod selection, and the source that turns those into the engine's intent.
 
-pub mod agent;
 pub mod cgroups;
 pub mod convert;
 pub mod crd;
@@ -9,4 +8,5 @@ pub mod index;
 pub mod model;
 pub mod report;
 pub mod selector;
+pub mod source;
 pub mod watch;

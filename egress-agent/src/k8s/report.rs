@@ -17,7 +17,11 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use crate::{admin::ConflictStatus, dns::HostStatus};
+use crate::{
+    dns::Health,
+    engine::Facts,
+    intent::{PolicyKey, RuleOwner},
+};
 
 use super::{
     crd::EgressRedirectPolicy,
@@ -93,41 +97,38 @@ impl PolicyReporter {
 
 impl PolicyReporter {
     /// Reports, once each, conflicts (on the losing policy) and hostnames that do not resolve
-    /// (on every policy naming them). Rule names are `namespace/name`.
-    pub fn report_runtime(
-        &mut self,
-        conflicts: &[ConflictStatus],
-        hosts: &[HostStatus],
-        state: &ClusterState,
-    ) {
-        let mut facts: Vec<(String, ObjectKey, Problem)> = Vec::new();
-        for conflict in conflicts {
-            if let Some(key) = policy_key(&conflict.loser) {
+    /// (on every policy naming them).
+    pub fn report_runtime(&mut self, facts: &Facts, state: &ClusterState) {
+        let mut found: Vec<(String, ObjectKey, Problem)> = Vec::new();
+        for conflict in &facts.conflicts {
+            if let RuleOwner::Policy(loser) = &conflict.loser {
+                let route = &conflict.route;
                 let fact = format!(
                     "conflict {} {} {} {}",
-                    conflict.destination, conflict.port, conflict.protocol, conflict.winner
+                    route.dest, route.port, route.protocol, conflict.winner
                 );
                 let message = format!(
                     "{} port {}/{} is also claimed by {} with another gateway; the older policy wins",
-                    conflict.destination, conflict.port, conflict.protocol, conflict.winner
+                    route.dest, route.port, route.protocol, conflict.winner
                 );
-                facts.push((fact, key, Problem::Conflict(message)));
+                found.push((fact, object_key(loser), Problem::Conflict(message)));
             }
         }
-        for host in hosts.iter().filter(|h| {
-            matches!(h.state.as_str(), "nxdomain" | "nodata")
-                || (h.state == "pending" && h.last_error.is_some())
+        for host in facts.hosts.iter().filter(|h| {
+            matches!(h.state, Health::NxDomain | Health::NoData)
+                || (h.state == Health::Pending && h.last_error.is_some())
         }) {
+            let state_name = crate::status::health_name(host.state);
             for rule in state.rules.iter().filter(|r| r.hosts.contains(&host.name)) {
-                if let Some(key) = policy_key(&rule.name) {
-                    let fact = format!("host {} {} {}", host.name, host.state, rule.name);
+                if let RuleOwner::Policy(key) = &rule.owner {
+                    let fact = format!("host {} {state_name} {key}", host.name);
                     let why = host
                         .last_error
                         .clone()
-                        .unwrap_or_else(|| host.state.clone());
-                    facts.push((
+                        .unwrap_or_else(|| state_name.to_owned());
+                    found.push((
                         fact,
-                        key,
+                        object_key(key),
                         Problem::Unresolvable(format!(
                             "hostname {} does not resolve: {why}",
                             host.name
@@ -136,8 +137,8 @@ impl PolicyReporter {
                 }
             }
         }
-        let current: BTreeSet<String> = facts.iter().map(|(fact, _, _)| fact.clone()).collect();
-        let fresh: Vec<(ObjectKey, Problem)> = facts
+        let current: BTreeSet<String> = found.iter().map(|(fact, _, _)| fact.clone()).collect();
+        let fresh: Vec<(ObjectKey, Problem)> = found
             .into_iter()
             .filter(|(fact, _, _)| !self.noticed.contains(fact))
             .map(|(_, key, problem)| (key, problem))
@@ -150,9 +151,8 @@ impl PolicyReporter {
     }
 }
 
-fn policy_key(rule: &str) -> Option<ObjectKey> {
-    let (namespace, name) = rule.split_once('/')?;
-    Some((namespace.to_owned(), name.to_owned()))
+fn object_key(key: &PolicyKey) -> ObjectKey {
+    (key.namespace.clone(), key.name.clone())
 }
 
 async fn publish(recorder: &Recorder, key: &ObjectKey, problem: &Problem) {

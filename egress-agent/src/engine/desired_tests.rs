@@ -1,9 +1,13 @@
 use super::*;
-use crate::config::PortMap;
+use crate::{intent::PortMap, route::Protocol};
 
-fn rule(name: &str, gateway: Option<&str>, addresses: &[&str], hosts: &[&str]) -> Rule {
-    Rule {
-        name: name.to_owned(),
+fn owner(name: &str) -> RuleOwner {
+    RuleOwner::File(name.to_owned())
+}
+
+fn rule(name: &str, gateway: Option<&str>, addresses: &[&str], hosts: &[&str]) -> RuleIntent {
+    RuleIntent {
+        owner: owner(name),
         gateway: gateway.map(|g| g.parse().unwrap()),
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
         addresses: addresses
@@ -101,8 +105,8 @@ fn first_rule_wins_a_conflict() {
         desired.conflicts,
         [Conflict {
             route: route("203.0.113.1/32"),
-            winner: "first".into(),
-            loser: "second".into(),
+            winner: owner("first"),
+            loser: owner("second"),
         }],
         "a rule with the same target is no conflict"
     );

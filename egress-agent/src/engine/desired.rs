@@ -1,9 +1,9 @@
-//! Desired map contents, computed purely from rules, resolved addresses and cgroup ids.
+//! Desired map contents, computed purely from an intent and the facts learned at runtime.
 //!
 //! ```text
-//! Config rules ──┐
-//! resolved hosts ┼─► Desired { rules, routes, cgroups, conflicts } ──► reconcile (diff) ──► maps
-//! cgroup ids ────┘
+//! intent rules ───┐
+//! resolved hosts ─┼─► Desired { rules, routes, cgroups, conflicts } ──► reconcile (diff) ──► maps
+//! cgroup ids ─────┘
 //! ```
 
 use std::{
@@ -13,33 +13,14 @@ use std::{
 
 use ipnet::IpNet;
 
-use crate::config::{Protocol, Rule};
-
-/// What a route matches: protocol, destination port and destination prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RouteMatch {
-    /// Transport protocol.
-    pub protocol: Protocol,
-    /// Destination port.
-    pub port: u16,
-    /// Destination address or CIDR.
-    pub dest: IpNet,
-}
-
-/// Where a route sends matching connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RouteTarget {
-    /// The gateway; `None` while unknown.
-    pub gateway: Option<IpAddr>,
-    /// Port on the gateway.
-    pub gateway_port: u16,
-    /// Refuse rather than go direct while the gateway is unknown.
-    pub fail_closed: bool,
-}
+use crate::{
+    intent::{RuleIntent, RuleOwner},
+    route::{Groups, Mode, RouteMatch, RouteTarget},
+};
 
 /// A desired route.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     /// Index of the rule (in [`Desired::rules`]) the route belongs to.
     pub rule: usize,
     /// Where it goes.
@@ -47,59 +28,25 @@ pub struct Route {
     /// The hostnames whose answers brought it in (empty: a static address).
     pub hosts: BTreeSet<String>,
     /// Selection groups it applies to.
-    pub groups: u32,
+    pub groups: Groups,
 }
 
 /// Two rules claim the same destination with different targets; the earlier rule wins.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Conflict {
     /// The contested destination.
     pub route: RouteMatch,
     /// The rule whose target is installed.
-    pub winner: String,
+    pub winner: RuleOwner,
     /// The rule that lost.
-    pub loser: String,
-}
-
-/// Mode of a cgroup entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Mode {
-    /// Redirected, with descendants, for routes of these selection groups.
-    Selected(u32),
-    /// Direct, with descendants, even inside a selected cgroup.
-    Exempt,
-}
-
-impl Mode {
-    /// The map value.
-    pub const fn value(self) -> egress_common::CgroupMode {
-        match self {
-            Self::Selected(groups) => egress_common::CgroupMode {
-                mode: egress_common::CgroupMode::SELECTED,
-                groups,
-            },
-            Self::Exempt => egress_common::CgroupMode {
-                mode: egress_common::CgroupMode::EXEMPT,
-                groups: 0,
-            },
-        }
-    }
-
-    /// From the map value.
-    pub const fn from_value(value: egress_common::CgroupMode) -> Option<Self> {
-        match value.mode {
-            egress_common::CgroupMode::SELECTED => Some(Self::Selected(value.groups)),
-            egress_common::CgroupMode::EXEMPT => Some(Self::Exempt),
-            _ => None,
-        }
-    }
+    pub loser: RuleOwner,
 }
 
 /// Everything the maps should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Desired {
-    /// Rule names, in priority order.
-    pub rules: Vec<String>,
+pub(crate) struct Desired {
+    /// Rules (by owner), in priority order.
+    pub rules: Vec<RuleOwner>,
     /// Routes by what they match.
     pub routes: BTreeMap<RouteMatch, Route>,
     /// Cgroup entries by cgroup id.
@@ -116,14 +63,14 @@ pub struct Desired {
 ///
 /// Routes of a rule whose gateway is unknown are left out, unless the rule is fail-closed: then
 /// they are installed without a gateway, so the datapath refuses those connections.
-pub fn compute(
-    rules: &[Rule],
+pub(crate) fn compute(
+    rules: &[RuleIntent],
     resolved: &BTreeMap<String, BTreeSet<IpAddr>>,
-    selected: &[(u64, u32)],
+    selected: &[(u64, Groups)],
     exempt: &[u64],
 ) -> Desired {
     let mut desired = Desired {
-        rules: rules.iter().map(|rule| rule.name.clone()).collect(),
+        rules: rules.iter().map(|rule| rule.owner.clone()).collect(),
         ..Desired::default()
     };
     for (index, rule) in rules.iter().enumerate() {

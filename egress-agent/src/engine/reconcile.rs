@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tracing::{debug, warn};
 
+use super::desired::Desired;
 use crate::{
-    datapath::{DatapathError, Maps, route_value},
-    desired::{Desired, RouteMatch},
+    datapath::{DatapathError, Maps, RouteEntry, stored_rule_name},
+    route::{Mode, RouteMatch},
 };
 
 /// What a reconcile changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Routes added.
     pub added: usize,
     /// Routes whose target changed.
@@ -25,24 +26,24 @@ pub struct Changes {
 
 impl Changes {
     /// Whether anything changed.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         *self != Self::default()
     }
 }
 
 /// Brings the maps to `desired`. On a full routes map the routes that fit are installed, the
 /// removals still happen, and [`DatapathError::RoutesFull`] says how many did not fit.
-pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, DatapathError> {
+pub(crate) fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, DatapathError> {
     let mut changes = Changes::default();
     let rule_ids = sync_rule_names(maps, &desired.rules)?;
     // Cgroups first gain what they will have, keeping what they had: while routes change groups
     // (policies renumbered), a pod matches both its old and its new routes, never neither.
     let widened = widen_cgroups(maps, desired)?;
 
-    let current: HashMap<RouteMatch, egress_common::RouteValue> = maps
+    let current: HashMap<RouteMatch, RouteEntry> = maps
         .routes()?
         .into_iter()
-        .map(|entry| (entry.route, entry.value))
+        .map(|entry| (entry.route, entry))
         .collect();
     let mut used_ids: BTreeSet<u32> = current.values().map(|value| value.route_id).collect();
     let mut next_id = 0_u32;
@@ -51,7 +52,7 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
     let mut labels: BTreeMap<u32, String> = BTreeMap::new();
 
     for (route, wanted) in &desired.routes {
-        let rule_id = rule_ids[&desired.rules[wanted.rule]];
+        let rule_id = rule_ids[&desired.rules[wanted.rule].to_string()];
         let existing = current.get(route);
         let route_id = if let Some(value) = existing {
             value.route_id
@@ -63,11 +64,17 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
             maps.reset_route_counter(next_id)?;
             next_id
         };
-        let value = route_value(&wanted.target, rule_id, route_id, wanted.groups);
-        let installed = if existing == Some(&value) {
+        let entry = RouteEntry {
+            route: *route,
+            target: wanted.target,
+            rule_id,
+            route_id,
+            groups: wanted.groups,
+        };
+        let installed = if existing == Some(&entry) {
             true
         } else {
-            match maps.put_route(route, &value) {
+            match maps.put_route(&entry) {
                 Ok(()) => {
                     if existing.is_some() {
                         changes.updated += 1;
@@ -94,10 +101,10 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
         }
     }
 
-    for (route, value) in &current {
+    for (route, entry) in &current {
         if !desired.routes.contains_key(route) {
             maps.delete_route(route)?;
-            maps.delete_route_counter(value.route_id)?;
+            maps.delete_route_counter(entry.route_id)?;
             changes.removed += 1;
         }
     }
@@ -124,21 +131,15 @@ pub fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, Datapath
 /// removes unused ones. Returns name → id.
 fn sync_rule_names(
     maps: &mut Maps,
-    rules: &[String],
+    rules: &[crate::intent::RuleOwner],
 ) -> Result<HashMap<String, u32>, DatapathError> {
+    let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
     // The pinned map holds names cut to its field, so match on the stored form.
-    let stored = |name: &str| -> String {
-        let max = egress_common::limits::RULE_NAME_LEN - 1;
-        let mut end = name.len().min(max);
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name[..end].to_owned()
-    };
+    let stored = stored_rule_name;
     let pinned = maps.rule_names()?;
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut used: BTreeSet<u32> = BTreeSet::new();
-    for name in rules {
+    for name in &rules {
         if let Some((id, _)) = pinned
             .iter()
             .find(|(id, known)| **known == stored(name) && !used.contains(*id))
@@ -148,7 +149,7 @@ fn sync_rule_names(
         }
     }
     let mut next = 1_u32;
-    for name in rules {
+    for name in &rules {
         if ids.contains_key(name) {
             continue;
         }
@@ -157,7 +158,7 @@ fn sync_rule_names(
             next += 1;
         }
         used.insert(next);
-        maps.put_rule_name(next, &stored(name))?;
+        maps.put_rule_name(next, name)?;
         ids.insert(name.clone(), next);
     }
     // Names of removed rules go once no route refers to them; routes are removed later in the
@@ -200,15 +201,12 @@ fn widen_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathEr
     let current = maps.cgroups()?;
     let mut changed = 0;
     for (id, mode) in &desired.cgroups {
-        let wanted = mode.value();
-        let widened = match current.get(id) {
-            Some(have) if have.mode == wanted.mode => egress_common::CgroupMode {
-                groups: have.groups | wanted.groups,
-                ..wanted
-            },
-            _ => wanted,
+        let have = current.get(id).copied().flatten();
+        let widened = match (have, *mode) {
+            (Some(Mode::Selected(had)), Mode::Selected(wanted)) => Mode::Selected(had | wanted),
+            _ => *mode,
         };
-        if current.get(id) != Some(&widened) {
+        if have != Some(widened) {
             maps.put_cgroup(*id, widened)?;
             changed += 1;
         }
@@ -220,8 +218,8 @@ fn sync_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathErr
     let current = maps.cgroups()?;
     let mut changed = 0;
     for (id, mode) in &desired.cgroups {
-        if current.get(id) != Some(&mode.value()) {
-            maps.put_cgroup(*id, mode.value())?;
+        if current.get(id).copied().flatten() != Some(*mode) {
+            maps.put_cgroup(*id, *mode)?;
             changed += 1;
         }
     }
