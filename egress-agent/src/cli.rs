@@ -133,13 +133,5 @@ pub enum LogFormat {
 pub use crate::config::parse_duration;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_mins(5)));
-        assert!(parse_duration("5 parsecs").is_err());
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

@@ -159,53 +159,5 @@ pub const fn health_name(health: Health) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dns::AddressStatus;
-
-    #[test]
-    fn the_document_round_trips_and_renders() {
-        let document = StatusDocument {
-            agent: AgentStatus {
-                config_path: "/etc/egress-agent.yaml".into(),
-                config_loaded: true,
-                attached: true,
-                routes: 2,
-                conflicts: vec![ConflictStatus {
-                    destination: "203.0.113.1/32".parse().unwrap(),
-                    port: 443,
-                    protocol: Protocol::Tcp,
-                    winner: "a".into(),
-                    loser: "b".into(),
-                }],
-                ..AgentStatus::default()
-            },
-            hosts: vec![HostStatus {
-                name: "web.test".into(),
-                state: Health::Stale,
-                stale: true,
-                addresses: vec![AddressStatus {
-                    address: "203.0.113.1".parse().unwrap(),
-                    in_answer: false,
-                    expires_in_secs: -3.0,
-                    leaves_in_secs: 57.0,
-                }],
-                last_error: Some("timed out".into()),
-                failures: 2,
-                next_refresh_in_secs: 1.5,
-            }],
-        };
-        let json = serde_json::to_value(&document).unwrap();
-        assert_eq!(json["hosts"][0]["state"], "stale");
-        assert_eq!(
-            json["agent"]["conflicts"][0]["destination"],
-            "203.0.113.1/32"
-        );
-        assert_eq!(json["agent"]["conflicts"][0]["protocol"], "TCP");
-        let back: StatusDocument = serde_json::from_value(json).unwrap();
-        let text = render(&back);
-        assert!(text.contains("203.0.113.1 (grace 57s)"), "{text}");
-        assert!(text.contains("stale"), "{text}");
-        assert!(text.contains("203.0.113.1/32   443    TCP"), "{text}");
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;

@@ -26,8 +26,13 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// A new top-level test cgroup.
     pub fn new(label: &str) -> Self {
+        Self::named(&crate::unique(label))
+    }
+
+    /// A top-level cgroup with a fixed name (the demo's and the benchmark's sandboxes).
+    pub fn named(name: &str) -> Self {
         let mount = cgroup2_mount().expect("no cgroup2 mount");
-        Self::create(mount.join(crate::unique(label)))
+        Self::create(mount.join(name))
     }
 
     fn create(path: PathBuf) -> Self {

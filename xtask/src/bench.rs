@@ -21,11 +21,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use egress_tests::TestCgroup;
 
-use crate::{
-    demo::{cgroup2_mount, in_cgroup},
-    shell::{self, release_bin, root},
-};
+use crate::shell::{self, release_bin, root};
 
 /// The explanation under the program-cost table.
 const WHERE_THE_TIME_GOES: &str = "\
@@ -45,13 +43,17 @@ const MANY_ROUTES: u32 = 100_000;
 /// The routed destination; the server listens on 127.0.0.1.
 const ROUTED: &str = "127.0.0.2";
 
+/// Everything the benchmark started; dropping it cleans up (processes, pins, then cgroups,
+/// children before their parent).
 struct Bench {
-    cgroup: PathBuf,
-    outside: PathBuf,
     bpffs_dir: PathBuf,
     dir: PathBuf,
     agent: Option<Child>,
     stats_was: String,
+    selected: TestCgroup,
+    unselected: TestCgroup,
+    cgroup: TestCgroup,
+    outside: TestCgroup,
 }
 
 impl Drop for Bench {
@@ -65,20 +67,6 @@ impl Drop for Bench {
             .arg(&self.bpffs_dir)
             .output();
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.stats_was);
-        for path in [
-            self.cgroup.join("selected"),
-            self.cgroup.join("unselected"),
-            self.cgroup.clone(),
-            self.outside.clone(),
-        ] {
-            let _ = std::fs::write(path.join("cgroup.kill"), "1");
-            for _ in 0..50 {
-                if std::fs::remove_dir(&path).is_ok() || !path.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -87,19 +75,18 @@ impl Drop for Bench {
 pub(crate) fn run() -> anyhow::Result<()> {
     shell::release_binaries("the benchmark attaches eBPF programs and changes iptables")?;
     enter_private_netns()?;
-    let mount = cgroup2_mount().context("no cgroup2 mount")?;
+    let cgroup = TestCgroup::named("egress-bench");
     let mut bench = Bench {
-        cgroup: mount.join("egress-bench"),
-        outside: mount.join("egress-bench-outside"),
+        selected: cgroup.child("selected"),
+        unselected: cgroup.child("unselected"),
+        cgroup,
+        outside: TestCgroup::named("egress-bench-outside"),
         bpffs_dir: PathBuf::from("/sys/fs/bpf/egress-bench"),
         dir: std::env::temp_dir().join("egress-bench"),
         agent: None,
         stats_was: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
             .unwrap_or_else(|_| "0".into()),
     };
-    std::fs::create_dir_all(bench.cgroup.join("selected"))?;
-    std::fs::create_dir_all(bench.cgroup.join("unselected"))?;
-    std::fs::create_dir_all(&bench.outside)?;
     std::fs::create_dir_all(&bench.dir)?;
 
     let server = TcpListener::bind("0.0.0.0:0")?;
@@ -111,8 +98,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     });
     let direct = format!("127.0.0.1:{port}");
     let routed = format!("{ROUTED}:{port}");
-    let selected = bench.cgroup.join("selected");
-    let outside = bench.outside.clone();
+    let (selected, unselected, outside) = (&bench.selected, &bench.unselected, &bench.outside);
 
     write_config(&bench, port, 0)?;
     bench.agent = Some(start_agent(&bench)?);
@@ -121,26 +107,25 @@ pub(crate) fn run() -> anyhow::Result<()> {
         .context("enabling kernel.bpf_stats_enabled")?;
     let connect4 = connect4_program_id(&bench)?;
 
-    let unselected = bench.cgroup.join("unselected");
     let cases: [Case<'_>; 6] = [
-        ("direct (no hook)", &outside, &direct, 0),
+        ("direct (no hook)", outside, &direct, 0),
         (
             "hook attached, destination not routed",
-            &selected,
+            selected,
             &direct,
             0,
         ),
         (
             "hook attached, routed destination, task not selected",
-            &unselected,
+            unselected,
             &routed,
             0,
         ),
-        ("hook redirect", &selected, &routed, 0),
-        ("iptables DNAT, 1 rule (no hook)", &outside, &routed, 1),
+        ("hook redirect", selected, &routed, 0),
+        ("iptables DNAT, 1 rule (no hook)", outside, &routed, 1),
         (
             "iptables DNAT, 10,000 rules (no hook)",
-            &outside,
+            outside,
             &routed,
             10_000,
         ),
@@ -154,10 +139,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
     )?;
     let hooked = &cases[1..4];
     let many = rounds(hooked, connect4, port)?;
+    let names: Vec<String> = cases.iter().map(|c| c.0.to_owned()).collect();
     drop(bench);
 
-    let dns = crate::bench_dns::run(&mount)?;
-    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let dns = crate::bench_dns::run()?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut report = report(&names, &few, &many)?;
     report.push_str(&crate::bench_dns::report(&dns, median));
     print!("{report}");
@@ -187,7 +173,7 @@ fn reset_on_close(stream: &std::net::TcpStream) {
     }
 }
 
-type Case<'a> = (&'a str, &'a Path, &'a str, usize);
+type Case<'a> = (&'a str, &'a TestCgroup, &'a str, usize);
 
 /// Runs every case [`ROUNDS`] times, interleaved. Returns, per case, µs per connection and the
 /// connect4 program's ns per call (empty where the program did not run).
@@ -240,8 +226,9 @@ fn write_config(bench: &Bench, port: u16, extra_routes: u32) -> anyhow::Result<(
         let _ = write!(addresses, ", 127.{b}.{c}.{d}");
     }
     let config = format!(
-        "attach: {root}\nrules:\n  - name: bench\n    gateway: 127.0.0.1\n    addresses: [{addresses}]\n    ports: [{{port: {port}}}]\nworkloads:\n  cgroups: [{root}/selected]\n",
-        root = bench.cgroup.display()
+        "attach: {root}\nrules:\n  - name: bench\n    gateway: 127.0.0.1\n    addresses: [{addresses}]\n    ports: [{{port: {port}}}]\nworkloads:\n  cgroups: [{selected}]\n",
+        root = bench.cgroup.path().display(),
+        selected = bench.selected.path().display(),
     );
     let staged = bench.dir.join("config.yaml.new");
     std::fs::write(&staged, config)?;
@@ -314,10 +301,10 @@ fn ns_per_call(before: (u64, u64), after: (u64, u64)) -> f64 {
     clippy::cast_precision_loss,
     reason = "nanoseconds per connection are small"
 )]
-fn crr(cgroup: &Path, target: &str) -> anyhow::Result<f64> {
+fn crr(cgroup: &TestCgroup, target: &str) -> anyhow::Result<f64> {
     let mut command = Command::new(release_bin("egress-probe"));
     command.args(["crr", target, &CONNECTIONS.to_string()]);
-    in_cgroup(&mut command, cgroup)?;
+    cgroup.enter(&mut command);
     let out = shell::output(&mut command)?;
     let json: serde_json::Value = serde_json::from_str(out.trim())?;
     let ns = json["ns_per_connection"].as_u64().context("probe output")?;

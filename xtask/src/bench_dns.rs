@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use egress_tests::TestCgroup;
 
 use crate::shell::release_bin;
 
@@ -34,28 +35,26 @@ pub(crate) struct DnsResult {
 struct Guard {
     children: Vec<Child>,
     dir: PathBuf,
-    cgroup: PathBuf,
     bpffs_dir: PathBuf,
+    cgroup: TestCgroup,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         crate::shell::stop_and_uninstall(&mut self.children, &self.bpffs_dir);
-        let _ = std::fs::remove_dir(&self.cgroup);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Runs the DNS benchmark with the cgroup2 hierarchy at `mount`.
-pub(crate) fn run(mount: &Path) -> anyhow::Result<DnsResult> {
+/// Runs the DNS benchmark.
+pub(crate) fn run() -> anyhow::Result<DnsResult> {
     let mut guard = Guard {
         children: Vec::new(),
         dir: std::env::temp_dir().join("egress-bench-dns"),
-        cgroup: mount.join("egress-bench-dns"),
         bpffs_dir: PathBuf::from("/sys/fs/bpf/egress-bench-dns"),
+        cgroup: TestCgroup::named("egress-bench-dns"),
     };
     std::fs::create_dir_all(&guard.dir)?;
-    std::fs::create_dir_all(&guard.cgroup)?;
     let hosts_file = guard.dir.join("hosts");
     let dnsmasq_pid = start_dnsmasq(&mut guard, &hosts_file)?;
 
@@ -64,7 +63,7 @@ pub(crate) fn run(mount: &Path) -> anyhow::Result<DnsResult> {
     let config = format!(
         "attach: {cg}\ndns:\n  servers: ['127.0.0.1:{DNS_PORT}']\n  grace: 0s\nrules:\n  - name: many\n    gateway: 127.0.0.1\n    hosts: [{}]\n    ports: [{{port: 443}}]\n",
         hosts.join(", "),
-        cg = guard.cgroup.display()
+        cg = guard.cgroup.path().display()
     );
     std::fs::write(guard.dir.join("config.yaml"), config)?;
     let agent = Command::new(release_bin("egress-agent"))

@@ -11,13 +11,13 @@
 //! ```
 
 use std::{
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use egress_tests::TestCgroup;
 
 use crate::shell::{self, release_bin};
 
@@ -25,52 +25,27 @@ const ORIGIN: &str = "127.0.0.20:8080";
 const GATEWAY: &str = "127.0.0.30:8080";
 const HOST: &str = "httpbin.test";
 
-/// Everything the demo started; dropping it cleans up.
+/// Everything the demo started; dropping it cleans up (processes first, then the cgroups, each
+/// child before its parent).
 struct Sandbox {
-    cgroup: PathBuf,
     bpffs_dir: PathBuf,
     dir: PathBuf,
     children: Vec<Child>,
+    app: TestCgroup,
+    gateway: TestCgroup,
+    selected: TestCgroup,
+    other: TestCgroup,
+    root: TestCgroup,
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         shell::stop_and_uninstall(&mut self.children, &self.bpffs_dir);
-        let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
-        for sub in ["selected/app", "selected/gateway", "selected", "other", ""] {
-            let path = self.cgroup.join(sub);
-            for _ in 0..50 {
-                if std::fs::remove_dir(&path).is_ok() || !path.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Starts `command` inside the cgroup at `cgroup`.
-pub(crate) fn in_cgroup(command: &mut Command, cgroup: &Path) -> anyhow::Result<()> {
-    let procs = std::fs::OpenOptions::new()
-        .write(true)
-        .open(cgroup.join("cgroup.procs"))?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
-    // SAFETY: only write(2) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            let _keep_open = &procs;
-            if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    Ok(())
-}
-
-fn curl(cgroup: &Path) -> anyhow::Result<String> {
+fn curl(cgroup: &TestCgroup) -> anyhow::Result<String> {
     let mut command = Command::new("curl");
     command.args([
         "-sS",
@@ -81,7 +56,7 @@ fn curl(cgroup: &Path) -> anyhow::Result<String> {
         &format!("{HOST}:8080:127.0.0.20"),
         &format!("http://{HOST}:8080/get"),
     ]);
-    in_cgroup(&mut command, cgroup)?;
+    cgroup.enter(&mut command);
     let output = command.output().context("running curl")?;
     Ok(format!(
         "{}{}",
@@ -94,16 +69,18 @@ fn curl(cgroup: &Path) -> anyhow::Result<String> {
 /// Runs the demo.
 pub(crate) fn run() -> anyhow::Result<()> {
     shell::release_binaries("the demo attaches eBPF programs")?;
-    let mount = cgroup2_mount().context("no cgroup2 mount in /proc/self/mountinfo")?;
+    let root = TestCgroup::named("egress-demo");
+    let selected = root.child("selected");
     let mut sandbox = Sandbox {
-        cgroup: mount.join("egress-demo"),
         bpffs_dir: PathBuf::from("/sys/fs/bpf/egress-demo"),
         dir: std::env::temp_dir().join("egress-demo"),
         children: Vec::new(),
+        app: selected.child("app"),
+        gateway: selected.child("gateway"),
+        selected,
+        other: root.child("other"),
+        root,
     };
-    for sub in ["selected/app", "selected/gateway", "other"] {
-        std::fs::create_dir_all(sandbox.cgroup.join(sub))?;
-    }
     std::fs::create_dir_all(&sandbox.dir)?;
 
     sandbox.children.push(
@@ -113,12 +90,14 @@ pub(crate) fn run() -> anyhow::Result<()> {
     );
     let mut gateway = Command::new(release_bin("demo-http"));
     gateway.args(["gateway", GATEWAY, &format!("{HOST}={ORIGIN}")]);
-    in_cgroup(&mut gateway, &sandbox.cgroup.join("selected/gateway"))?;
+    sandbox.gateway.enter(&mut gateway);
     sandbox.children.push(gateway.spawn()?);
 
     let config = format!(
-        "attach: {root}\nrules:\n  - name: httpbin\n    gateway: 127.0.0.30\n    addresses: [127.0.0.20]\n    ports:\n      - {{port: 8080, gatewayPort: 8080}}\nworkloads:\n  cgroups: [{root}/selected]\nexempt:\n  cgroups: [{root}/selected/gateway]\n",
-        root = sandbox.cgroup.display()
+        "attach: {root}\nrules:\n  - name: httpbin\n    gateway: 127.0.0.30\n    addresses: [127.0.0.20]\n    ports:\n      - {{port: 8080, gatewayPort: 8080}}\nworkloads:\n  cgroups: [{selected}]\nexempt:\n  cgroups: [{gateway}]\n",
+        root = sandbox.root.path().display(),
+        selected = sandbox.selected.path().display(),
+        gateway = sandbox.gateway.path().display(),
     );
     let config_path = sandbox.dir.join("config.yaml");
     std::fs::write(&config_path, &config)?;
@@ -139,12 +118,12 @@ pub(crate) fn run() -> anyhow::Result<()> {
     println!(
         "== curl http://{HOST}:8080/get from a task OUTSIDE the selected cgroup (goes direct) =="
     );
-    let direct = curl(&sandbox.cgroup.join("other"))?;
+    let direct = curl(&sandbox.other)?;
     println!("{direct}");
     println!(
         "== the same curl from a task INSIDE the selected cgroup (redirected at connect()) =="
     );
-    let redirected = curl(&sandbox.cgroup.join("selected/app"))?;
+    let redirected = curl(&sandbox.app)?;
     println!("{redirected}");
     for view in ["routes", "cgroups", "stats"] {
         println!("== egress-agent maps {view} ==");
@@ -184,14 +163,4 @@ fn wait_for_routes(bpffs_dir: &Path) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("the agent did not program its routes in time")
-}
-
-/// The cgroup2 mount point from /proc/self/mountinfo.
-pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
-    })
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: the eBPF toolchain and the packages tests and benchmarks use.
 //!
-//! * nightly `rust-src` (aya-build compiles core for the BPF target with it);
-//! * bpf-linker built against the nightly's own LLVM (a prefix whose `lib/libLLVM.so` links to
+//! * the nightly pinned in `egress-ebpf/rust-toolchain.toml`, with `rust-src` (aya-build
+//!   compiles core for the BPF target with it) and clippy;
+//! * bpf-linker built against that nightly's own LLVM (a prefix whose `lib/libLLVM.so` links to
 //!   the nightly's libLLVM), so the two agree on the bitcode;
 //! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq;
 //! * kubernetes-validate from `PyPI`, for the manifests in `deploy/`;
@@ -31,8 +32,9 @@ const PACKAGES: [(&str, &str); 6] = [
 
 /// Runs every step.
 pub(crate) fn run() -> anyhow::Result<()> {
-    rust_src()?;
-    bpf_linker()?;
+    let nightly = ebpf_toolchain()?;
+    nightly_toolchain(&nightly)?;
+    bpf_linker(&nightly)?;
     packages()?;
     python_packages()?;
     bpffs()?;
@@ -40,34 +42,61 @@ pub(crate) fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rust_src() -> anyhow::Result<()> {
-    let sysroot = shell::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .context("the nightly toolchain is needed for the eBPF build")?;
-    let library = PathBuf::from(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
-    if library.exists() {
+/// The nightly that builds the eBPF programs: the channel in `egress-ebpf/rust-toolchain.toml`
+/// (which egress-agent/build.rs reads too).
+pub(crate) fn ebpf_toolchain() -> anyhow::Result<String> {
+    let path = shell::root().join("egress-ebpf/rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("channel"))
+        .and_then(|rest| rest.split('"').nth(1))
+        .map(str::to_owned)
+        .with_context(|| format!("no channel in {}", path.display()))
+}
+
+fn sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
+    let sysroot = shell::output(Command::new("rustc").args([
+        &format!("+{toolchain}"),
+        "--print",
+        "sysroot",
+    ]))?;
+    Ok(PathBuf::from(sysroot.trim()))
+}
+
+fn nightly_toolchain(toolchain: &str) -> anyhow::Result<()> {
+    let ready = sysroot(toolchain).is_ok_and(|sysroot| {
+        sysroot.join("lib/rustlib/src/rust/library/core").exists()
+            && works("cargo", &[&format!("+{toolchain}"), "clippy", "--version"])
+    });
+    if ready {
         return Ok(());
     }
     shell::run(Command::new("rustup").args([
-        "component",
-        "add",
+        "toolchain",
+        "install",
+        toolchain,
+        "--profile",
+        "minimal",
+        "--component",
         "rust-src",
-        "--toolchain",
-        "nightly",
+        "--component",
+        "clippy",
     ]))
 }
 
 /// bpf-linker links the nightly's libLLVM dynamically, so it runs where the nightly's library
-/// path is set: under `rustup run nightly`, which is how aya-build invokes the eBPF build.
-fn bpf_linker_works() -> bool {
-    works("rustup", &["run", "nightly", "bpf-linker", "--version"])
+/// path is set: under `rustup run <nightly>`, which is how aya-build invokes the eBPF build.
+fn bpf_linker_works(toolchain: &str) -> bool {
+    works("rustup", &["run", toolchain, "bpf-linker", "--version"])
 }
 
-fn bpf_linker() -> anyhow::Result<()> {
-    if bpf_linker_works() {
+fn bpf_linker(toolchain: &str) -> anyhow::Result<()> {
+    if bpf_linker_works(toolchain) {
         return Ok(());
     }
-    let sysroot = shell::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
-    let lib = PathBuf::from(sysroot.trim()).join("lib");
+    let sysroot = sysroot(toolchain)?;
+    let lib = sysroot.join("lib");
     let libllvm = std::fs::read_dir(&lib)
         .with_context(|| format!("listing {}", lib.display()))?
         .flatten()
@@ -102,9 +131,9 @@ fn bpf_linker() -> anyhow::Result<()> {
             ])
             .env("LLVM_PREFIX", &prefix),
     )?;
-    if !bpf_linker_works() {
+    if !bpf_linker_works(toolchain) {
         bail!(
-            "bpf-linker was installed but `rustup run nightly bpf-linker --version` fails; is ~/.cargo/bin on PATH?"
+            "bpf-linker was installed but `rustup run {toolchain} bpf-linker --version` fails; is ~/.cargo/bin on PATH?"
         );
     }
     Ok(())

@@ -20,8 +20,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    let nightly = crate::setup::ebpf_toolchain()?;
     shell::run(Command::new("cargo").args([
-        "+nightly",
+        &format!("+{nightly}"),
         "clippy",
         "--package",
         "egress-ebpf",

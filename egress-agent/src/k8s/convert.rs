@@ -172,53 +172,5 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> EndpointSliceInfo {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gateways_read_listeners_and_ip_addresses() {
-        let object: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "gw", "namespace": "gateway-system"},
-            "spec": {"gatewayClassName": "istio", "listeners": [
-                {"name": "http", "port": 80, "protocol": "HTTP", "hostname": "httpbin.org"},
-                {"name": "tls", "port": 443, "protocol": "TLS"}
-            ]},
-            "status": {"addresses": [
-                {"type": "Hostname", "value": "gw.example"},
-                {"type": "IPAddress", "value": "10.96.1.2"},
-                {"value": "10.96.1.3"}
-            ]}
-        }))
-        .expect("gateway json");
-        let info = gateway(&object);
-        assert_eq!(info.listeners.len(), 2);
-        assert_eq!(info.listeners[0].hostname.as_deref(), Some("httpbin.org"));
-        assert_eq!(
-            info.addresses,
-            [
-                "10.96.1.2".parse::<IpAddr>().unwrap(),
-                "10.96.1.3".parse().unwrap()
-            ]
-        );
-    }
-
-    #[test]
-    fn slices_keep_only_pod_targets() {
-        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "gw-abc", "namespace": "gs", "labels": {"kubernetes.io/service-name": "gw"}},
-            "addressType": "IPv4",
-            "endpoints": [
-                {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": "gw-0", "namespace": "gs"}},
-                {"addresses": ["10.0.0.2"], "targetRef": {"kind": "Node", "name": "n1"}},
-                {"addresses": ["10.0.0.3"]}
-            ]
-        }))
-        .expect("slice json");
-        let info = endpoint_slice(&slice);
-        assert_eq!(
-            (info.service.as_str(), info.pods.clone()),
-            ("gw", vec!["gw-0".to_owned()])
-        );
-    }
-}
+#[path = "convert_tests.rs"]
+mod tests;
