@@ -3,7 +3,9 @@
 //! Layout under the agent's directory (default `/sys/fs/bpf/egress-agent`), root-only (0700):
 //!
 //! ```text
-//! maps/<MAP>                     every map, pinned by name (see egress_common::map_names)
+//! maps/v<ABI>/<MAP>              every map of one layout version, pinned by name
+//!                                (see egress_common::maps and egress_common::ABI_VERSION)
+//! maps/<MAP>                     layout 1 (before versions), read once to migrate
 //! links/<cgroup-id>/<program>    one link per program and attach cgroup
 //! ```
 
@@ -58,14 +60,51 @@ impl PinDir {
         &self.root
     }
 
-    /// Where maps are pinned.
-    pub fn maps(&self) -> PathBuf {
+    /// Where maps of every layout version are pinned.
+    pub fn maps_root(&self) -> PathBuf {
         self.root.join("maps")
     }
 
-    /// Where a map is pinned.
+    /// Where maps of this binary's layout version are pinned.
+    pub fn maps(&self) -> PathBuf {
+        self.version(egress_common::ABI_VERSION)
+    }
+
+    /// Where maps of layout `version` are pinned (version 1 predates versioned directories).
+    pub fn version(&self, version: u32) -> PathBuf {
+        if version <= 1 {
+            self.maps_root()
+        } else {
+            self.maps_root().join(format!("v{version}"))
+        }
+    }
+
+    /// Where a map of this binary's layout is pinned.
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps().join(name)
+    }
+
+    /// The layout versions other than this binary's that have pins.
+    pub fn other_versions(&self) -> Vec<u32> {
+        let mut versions: Vec<u32> = std::fs::read_dir(self.maps_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let name = name.to_str()?;
+                match name.strip_prefix('v') {
+                    Some(version) if entry.path().is_dir() => version.parse().ok(),
+                    // Layout 1 pinned maps directly under maps/.
+                    _ if entry.path().is_file() => Some(1),
+                    _ => None,
+                }
+            })
+            .filter(|version| *version != egress_common::ABI_VERSION)
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        versions
     }
 
     /// Where links are pinned.
@@ -89,7 +128,12 @@ impl PinDir {
                 source,
             })?;
         }
-        for dir in [self.root.clone(), self.maps(), self.links()] {
+        for dir in [
+            self.root.clone(),
+            self.maps_root(),
+            self.maps(),
+            self.links(),
+        ] {
             create_private_dir(&dir)?;
         }
         Ok(())

@@ -125,6 +125,14 @@ impl Hierarchy {
         })
     }
 
+    /// The level of a configured path below the mount (the mount itself is level 0).
+    pub fn depth(&self, path: &Path) -> Result<usize, CgroupError> {
+        let path = self.resolve(path)?;
+        Ok(path
+            .strip_prefix(&self.mount)
+            .map_or(0, |rest| rest.components().count()))
+    }
+
     /// The cgroup id of a configured path.
     pub fn id_of(&self, path: &Path) -> Result<u64, CgroupError> {
         let path = self.resolve(path)?;

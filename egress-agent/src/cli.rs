@@ -32,6 +32,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the `EgressRedirectPolicy` CustomResourceDefinition (YAML).
     Crd,
+    /// Check that this kernel runs the datapath: load every program (nothing is attached or
+    /// pinned) and report what the verifier said.
+    Preflight,
 }
 
 /// `status`.

@@ -16,7 +16,10 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
 
-use crate::intent::{DnsIntent, PortMap};
+use crate::{
+    intent::{DnsIntent, PortMap},
+    route::{Gateways, Protocol},
+};
 
 /// Errors reading or validating a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,13 @@ pub struct DnsConfig {
     /// DNS servers (`ip` or `ip:port`), tried in order; empty: /etc/resolv.conf.
     #[serde(default, deserialize_with = "servers")]
     pub servers: Vec<SocketAddr>,
+    /// Further resolvers (`ip` or `ip:port`) whose answers to workloads are learned; the
+    /// servers above (or resolv.conf's) are always trusted.
+    #[serde(default, deserialize_with = "servers")]
+    pub trusted: Vec<SocketAddr>,
+    /// Learn addresses from the DNS answers selected workloads receive (default true).
+    #[serde(default = "yes")]
+    pub learn: bool,
     /// How long an address stays routed after the TTL of its last answer ran out (`5m`).
     #[serde(default = "default_grace", deserialize_with = "duration")]
     pub grace: Duration,
@@ -78,6 +88,8 @@ impl Default for DnsConfig {
         let defaults = DnsIntent::default();
         Self {
             servers: defaults.servers,
+            trusted: defaults.trusted,
+            learn: defaults.learn,
             grace: defaults.grace,
             min_ttl: defaults.min_ttl,
             max_ttl: defaults.max_ttl,
@@ -90,12 +102,18 @@ impl From<&DnsConfig> for DnsIntent {
     fn from(dns: &DnsConfig) -> Self {
         Self {
             servers: dns.servers.clone(),
+            trusted: dns.trusted.clone(),
+            learn: dns.learn,
             grace: dns.grace,
             min_ttl: dns.min_ttl,
             max_ttl: dns.max_ttl,
             timeout: dns.timeout,
         }
     }
+}
+
+const fn yes() -> bool {
+    true
 }
 
 fn default_grace() -> Duration {
@@ -170,8 +188,35 @@ impl<'de> Deserialize<'de> for Rules {
                 )));
             }
         }
+        udp_gateway_ports_are_unique(&rules).map_err(de::Error::custom)?;
         Ok(Self(rules))
     }
+}
+
+/// A redirected UDP socket's replies are attributed to its original destination by the gateway
+/// address and port they come from, so each UDP gateway port may stand for one destination.
+fn udp_gateway_ports_are_unique(rules: &[Rule]) -> Result<(), String> {
+    let mut seen: std::collections::BTreeMap<(IpAddr, u16), (&str, IpNet)> =
+        std::collections::BTreeMap::new();
+    for rule in rules {
+        for port in rule.ports.iter().filter(|p| p.protocol == Protocol::Udp) {
+            let Some(dest) = rule.addresses.first() else {
+                continue;
+            };
+            for gateway in rule.gateways.addresses() {
+                if let Some((other, other_dest)) =
+                    seen.insert((gateway, port.gateway_port), (&rule.name, *dest))
+                    && other_dest != *dest
+                {
+                    return Err(format!(
+                        "rules {other:?} and {:?} send different UDP destinations ({other_dest}, {dest}) to gateway {gateway} port {}: replies could not be told apart; give each its own gateway port",
+                        rule.name, port.gateway_port
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One redirect rule.
@@ -180,15 +225,17 @@ impl<'de> Deserialize<'de> for Rules {
 pub struct Rule {
     /// Unique name, shown by the CLI.
     pub name: String,
-    /// The egress gateway (`ClusterIP`). `None`: unknown, so no redirect (or a refusal when
-    /// `fail_closed`).
-    pub gateway: Option<IpAddr>,
-    /// Hostnames whose addresses are redirected.
+    /// The egress gateway (a `ClusterIP`, or one of each family for a dual-stack Service).
+    /// Empty: unknown, so no redirect (or a refusal when `fail_closed`).
+    pub gateways: Gateways,
+    /// Hostnames whose addresses are redirected: exact names and `*.` wildcards, lower case.
     pub hosts: Vec<String>,
     /// Static addresses and CIDRs.
     pub addresses: Vec<IpNet>,
     /// Refuse connections rather than go direct while the gateway is unknown.
     pub fail_closed: bool,
+    /// Refuse QUIC (UDP 443) where TCP 443 is redirected (default true).
+    pub refuse_quic: bool,
     /// Ports to redirect.
     pub ports: Vec<PortMap>,
 }
@@ -198,18 +245,54 @@ pub struct Rule {
 struct RawRule {
     name: String,
     #[serde(default)]
-    gateway: Option<IpAddr>,
+    gateway: GatewayList,
     #[serde(default)]
     hosts: Vec<String>,
     #[serde(default)]
     addresses: Vec<Address>,
     #[serde(default)]
     fail_closed: bool,
+    #[serde(default = "yes")]
+    refuse_quic: bool,
     ports: Vec<PortMap>,
 }
 
-/// Longest rule name: the pinned name map holds 63 bytes and a NUL.
-pub const MAX_RULE_NAME: usize = egress_common::limits::RULE_NAME_LEN - 1;
+/// Longest rule name: the pinned label holds 255 bytes and a NUL; a DNS-name-like bound.
+pub const MAX_RULE_NAME: usize = 253;
+
+/// `gateway:` as one address or a list of them (one per family at most).
+#[derive(Default)]
+struct GatewayList(Vec<IpAddr>);
+
+impl<'de> Deserialize<'de> for GatewayList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Clone, Copy)]
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = GatewayList;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an IP address, or a list of one IPv4 and one IPv6 address")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<GatewayList, E> {
+                let addr = text
+                    .parse::<IpAddr>()
+                    .map_err(|_| E::custom(format_args!("{text:?} is not an IP address")))?;
+                Ok(GatewayList(vec![addr]))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<GatewayList, A::Error> {
+                let mut addresses = Vec::new();
+                while let Some(text) = seq.next_element::<String>()? {
+                    addresses.push(self.visit_str::<A::Error>(&text)?.0[0]);
+                }
+                Ok(GatewayList(addresses))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 impl TryFrom<RawRule> for Rule {
     type Error = String;
@@ -234,24 +317,56 @@ impl TryFrom<RawRule> for Rule {
         for host in &raw.hosts {
             validate_hostname(host).map_err(|why| format!("rule {name:?}: hosts: {why}"))?;
         }
-        if raw.gateway.is_some_and(|gateway| gateway.is_unspecified()) {
+        let gateways = Gateways::from_addresses(raw.gateway.0.iter().copied());
+        if raw.gateway.0.iter().any(IpAddr::is_unspecified) {
             return Err(format!(
                 "rule {name:?}: gateway: an unspecified address is not a gateway; omit the field while it is unknown"
             ));
         }
+        if gateways.addresses().len() != raw.gateway.0.len() {
+            return Err(format!(
+                "rule {name:?}: gateway: give at most one address per family (one IPv4, one IPv6)"
+            ));
+        }
+        let addresses: Vec<IpNet> = raw.addresses.into_iter().map(|a| a.0).collect();
+        if raw.ports.iter().any(|p| p.protocol == Protocol::Udp)
+            && !(raw.hosts.is_empty()
+                && addresses.len() == 1
+                && addresses[0].prefix_len() == addresses[0].max_prefix_len())
+        {
+            return Err(format!(
+                "rule {name:?}: ports: a UDP port needs the rule to name exactly one address and no hosts: replies from a gateway port are attributed to one destination"
+            ));
+        }
         Ok(Self {
             name: raw.name,
-            gateway: raw.gateway,
-            hosts: raw.hosts,
-            addresses: raw.addresses.into_iter().map(|a| a.0).collect(),
+            gateways,
+            hosts: raw.hosts.iter().map(|h| normalize_host(h)).collect(),
+            addresses,
             fail_closed: raw.fail_closed,
+            refuse_quic: raw.refuse_quic,
             ports: raw.ports,
         })
     }
 }
 
-fn validate_hostname(host: &str) -> Result<(), String> {
+/// A hostname as rules hold it: lower case, without a trailing dot.
+pub fn normalize_host(host: &str) -> String {
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// Checks a hostname or a `*.` wildcard (which matches one or more labels, never the apex).
+pub fn validate_hostname(host: &str) -> Result<(), String> {
     let name = host.strip_suffix('.').unwrap_or(host);
+    let name = match name.strip_prefix("*.") {
+        Some(rest) if !rest.contains('*') && rest.contains('.') => rest,
+        Some(_) => {
+            return Err(format!(
+                "{host:?}: a wildcard covers subdomains of a name with at least two labels, like *.example.com"
+            ));
+        }
+        None => name,
+    };
     let valid_label = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
@@ -299,7 +414,7 @@ struct RawPortMap {
     #[serde(default)]
     gateway_port: Option<u16>,
     #[serde(default)]
-    protocol: crate::route::Protocol,
+    protocol: Protocol,
 }
 
 impl<'de> Deserialize<'de> for PortMap {

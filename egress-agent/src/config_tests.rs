@@ -39,7 +39,8 @@ fn parses_the_documented_example() {
     let config = parse(FULL).unwrap_or_else(|err| panic!("documented example: {err}"));
     let rule = &config.rules.0[0];
     assert_eq!(rule.name, "httpbin");
-    assert_eq!(rule.gateway, Some("10.96.12.34".parse().unwrap()));
+    assert_eq!(rule.gateways.v4, Some("10.96.12.34".parse().unwrap()));
+    assert!(rule.refuse_quic, "QUIC is refused by default");
     assert_eq!(rule.addresses.len(), 2, "{rule:?}");
     assert_eq!(
         rule.ports[1].protocol,
@@ -52,7 +53,7 @@ fn parses_the_documented_example() {
 
 #[test]
 fn gateway_port_defaults_to_port() {
-    let config = parse("rules: [{name: a, gateway: 10.0.0.1, addresses: [10.1.0.0/16], ports: [{port: 53, protocol: UDP}]}]")
+    let config = parse("rules: [{name: a, gateway: 10.0.0.1, addresses: [10.1.0.9], ports: [{port: 53, protocol: UDP}]}]")
         .unwrap_or_else(|err| panic!("{err}"));
     let port = config.rules.0[0].ports[0];
     assert_eq!(
@@ -153,4 +154,53 @@ fn dns_settings_parse_with_defaults() {
         err.contains("dns.servers") && err.contains("not a server address"),
         "{err}"
     );
+}
+
+#[test]
+fn gateways_take_one_address_per_family() {
+    let config = parse(
+        "rules: [{name: a, gateway: [10.0.0.1, 'fd00::1'], hosts: [A.Test, '*.cdn.test'], ports: [{port: 443}]}]",
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let rule = &config.rules.0[0];
+    assert_eq!(
+        (rule.gateways.v4.is_some(), rule.gateways.v6.is_some()),
+        (true, true)
+    );
+    assert_eq!(rule.hosts, ["a.test", "*.cdn.test"], "lower case");
+    let err = parse_err(
+        "rules: [{name: a, gateway: [10.0.0.1, 10.0.0.2], hosts: [a.test], ports: [{port: 443}]}]",
+    );
+    assert!(err.contains("one address per family"), "{err}");
+}
+
+#[test]
+fn udp_needs_one_destination_per_gateway_port() {
+    for (text, needle) in [
+        (
+            "rules: [{name: a, gateway: 10.0.0.1, hosts: [a.test], ports: [{port: 53, protocol: UDP}]}]",
+            "exactly one address and no hosts",
+        ),
+        (
+            "rules: [{name: a, gateway: 10.0.0.1, addresses: [10.9.0.0/16], ports: [{port: 53, protocol: UDP}]}]",
+            "exactly one address",
+        ),
+        (
+            "rules: [{name: a, gateway: 10.0.0.1, addresses: [10.9.0.1], ports: [{port: 53, protocol: UDP}]}, {name: b, gateway: 10.0.0.1, addresses: [10.9.0.2], ports: [{port: 5353, gatewayPort: 53, protocol: UDP}]}]",
+            "replies could not be told apart",
+        ),
+    ] {
+        let err = parse_err(text);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn wildcards_cover_subdomains_of_a_two_label_name() {
+    for bad in ["*.com", "a.*.test", "**.test"] {
+        let err = parse_err(&format!(
+            "rules: [{{name: a, gateway: 10.0.0.1, hosts: ['{bad}'], ports: [{{port: 443}}]}}]"
+        ));
+        assert!(err.contains("hosts"), "{bad}: {err}");
+    }
 }

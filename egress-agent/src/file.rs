@@ -5,12 +5,7 @@
 //! An invalid file is reported (log and `/status`) and changes nothing: the last valid intent
 //! stays in force.
 
-use std::{
-    collections::BTreeSet,
-    net::IpAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
 
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -22,8 +17,7 @@ use crate::{
     cgroupfs::Hierarchy,
     config::Config,
     engine::SourceState,
-    intent::{Intent, RuleIntent, RuleOwner},
-    route::ALL_GROUPS,
+    intent::{Intent, RuleIntent, RuleOwner, Selection},
 };
 
 /// How often the file is checked for changes.
@@ -99,7 +93,12 @@ impl FileSource {
             return;
         }
         self.last_text = Some(text.clone());
-        match Config::parse(&self.path, &text) {
+        match Config::parse(&self.path, &text)
+            .map_err(|err| err.to_string())
+            .and_then(|config| {
+                self.check_depth(&config)?;
+                Ok(config)
+            }) {
             Ok(config) => {
                 info!(path = %self.path.display(), rules = config.rules.0.len(), "config loaded");
                 audit(&config);
@@ -108,7 +107,7 @@ impl FileSource {
             }
             Err(err) => {
                 error!(error = %err, "config rejected; keeping the previous state");
-                self.publish(Some(err.to_string()));
+                self.publish(Some(err));
             }
         }
     }
@@ -125,25 +124,52 @@ impl FileSource {
         });
     }
 
+    /// Refuses cgroups deeper than the selection walk reaches: their entries would never be
+    /// consulted.
+    fn check_depth(&self, config: &Config) -> Result<(), String> {
+        let limit = egress_common::limits::MAX_CGROUP_DEPTH as usize;
+        let paths = config
+            .workloads
+            .cgroups
+            .iter()
+            .map(|p| ("workloads", p))
+            .chain(config.exempt.cgroups.iter().map(|p| ("exempt", p)));
+        for (section, path) in paths {
+            if let Ok(depth) = self.hierarchy.depth(path)
+                && depth >= limit
+            {
+                return Err(format!(
+                    "{section}.cgroups: {} is at level {depth}, deeper than the {limit} levels the selection walk examines",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn intent(&mut self, config: &Config) -> Intent {
-        let rules = config
+        let rules: Vec<RuleIntent> = config
             .rules
             .0
             .iter()
             .map(|rule| RuleIntent {
                 owner: RuleOwner::File(rule.name.clone()),
-                gateway: rule.gateway,
+                gateways: rule.gateways,
                 hosts: rule.hosts.clone(),
                 addresses: rule.addresses.clone(),
                 fail_closed: rule.fail_closed,
+                refuse_quic: rule.refuse_quic,
                 ports: rule.ports.clone(),
-                groups: ALL_GROUPS,
             })
             .collect();
+        let every_rule: BTreeSet<usize> = (0..rules.len()).collect();
         let selected = self
             .cgroup_ids(&config.workloads.cgroups)
             .into_iter()
-            .map(|id| (id, ALL_GROUPS))
+            .map(|cgroup| Selection {
+                cgroup,
+                rules: every_rule.clone(),
+            })
             .collect();
         let exempt = self.cgroup_ids(&config.exempt.cgroups);
         Intent {
@@ -181,11 +207,6 @@ impl FileSource {
         }
         ids
     }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Logs, once per config load, every rule that captures public destinations: taking over a
@@ -201,7 +222,7 @@ fn audit(config: &Config) {
         if !public.is_empty() || !rule.hosts.is_empty() {
             info!(
                 rule = rule.name,
-                gateway = rule.gateway.map_or_else(|| "<unknown>".to_owned(), |g| g.to_string()),
+                gateway = %rule.gateways,
                 hosts = ?rule.hosts,
                 public_addresses = ?public,
                 fail_closed = rule.fail_closed,

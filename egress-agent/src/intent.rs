@@ -5,11 +5,11 @@
 //! engine turns an intent plus the facts it learns at runtime (the DNS engine's answers) into
 //! the desired map contents.
 
-use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 
-use crate::route::{Groups, Protocol};
+use crate::route::{Gateways, Protocol};
 
 /// Everything a source asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,15 +18,24 @@ pub struct Intent {
     pub attach: Option<PathBuf>,
     /// Redirect rules, in priority order: on a conflict the first rule wins.
     pub rules: Vec<RuleIntent>,
-    /// Cgroups whose tasks (and descendants) are redirected, with their selection groups. A
-    /// cgroup listed twice gets the union of its groups.
-    pub selected: Vec<(u64, Groups)>,
+    /// Cgroups whose tasks (and descendants) are redirected, each by the rules (indices into
+    /// `rules`) that select it. A cgroup listed twice gets the union.
+    pub selected: Vec<Selection>,
     /// Cgroups whose tasks go direct even inside a selected cgroup (wins over selection).
     pub exempt: Vec<u64>,
     /// Resolver settings for the rules' hostnames.
     pub dns: DnsIntent,
     /// What the source wanted but could not find (cgroups that do not exist yet), for status.
     pub missing: Vec<String>,
+}
+
+/// A selected cgroup and the rules that apply to its tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// The cgroup id.
+    pub cgroup: u64,
+    /// Indices into [`Intent::rules`].
+    pub rules: BTreeSet<usize>,
 }
 
 /// Who a rule belongs to; facts about a rule (conflicts) are reported to it.
@@ -67,18 +76,21 @@ impl fmt::Display for RuleOwner {
 pub struct RuleIntent {
     /// Whose rule it is; its display form is the rule's name in the maps and the CLI.
     pub owner: RuleOwner,
-    /// The egress gateway. `None`: unknown, so no redirect (or a refusal when `fail_closed`).
-    pub gateway: Option<IpAddr>,
-    /// Hostnames whose addresses are redirected.
+    /// The egress gateway, per family. Empty: unknown, so no redirect (or a refusal when
+    /// `fail_closed`).
+    pub gateways: Gateways,
+    /// Hostnames whose addresses are redirected: exact names (resolved by the agent and learned
+    /// from answers) and `*.` wildcards (learned only), lower case.
     pub hosts: Vec<String>,
     /// Static addresses and CIDRs.
     pub addresses: Vec<IpNet>,
     /// Refuse connections rather than go direct while the gateway is unknown.
     pub fail_closed: bool,
+    /// Refuse QUIC (UDP 443) where TCP 443 is redirected, so HTTP/3 clients fall back to TCP
+    /// through the gateway.
+    pub refuse_quic: bool,
     /// Ports to redirect.
     pub ports: Vec<PortMap>,
-    /// Selection groups the rule applies to.
-    pub groups: Groups,
 }
 
 /// One port mapping of a rule.
@@ -96,7 +108,12 @@ pub struct PortMap {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsIntent {
     /// Servers, tried in order; empty: the `nameserver`s of /etc/resolv.conf.
-    pub servers: Vec<std::net::SocketAddr>,
+    pub servers: Vec<SocketAddr>,
+    /// Further resolvers whose answers to workloads are learned (the servers themselves are
+    /// always trusted).
+    pub trusted: Vec<SocketAddr>,
+    /// Learn addresses from the DNS answers selected workloads receive.
+    pub learn: bool,
     /// How long an address stays routed after the TTL of its last answer ran out.
     pub grace: Duration,
     /// TTLs below this are raised to it.
@@ -111,6 +128,8 @@ impl Default for DnsIntent {
     fn default() -> Self {
         Self {
             servers: Vec::new(),
+            trusted: Vec::new(),
+            learn: true,
             grace: Duration::from_mins(5),
             min_ttl: Duration::ZERO,
             max_ttl: Duration::from_hours(24),

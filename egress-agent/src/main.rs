@@ -45,6 +45,19 @@ fn main() -> anyhow::Result<()> {
                 .write_all(text.as_bytes())
                 .context("writing to stdout")
         }
+        Command::Preflight => {
+            let mut out = std::io::stdout();
+            let kernel = egress_agent::kernel::check()?;
+            writeln!(out, "kernel {kernel}: supported")?;
+            for (program, verified) in datapath::preflight()? {
+                let verified = verified.map_or_else(|| "-".to_owned(), |n| n.to_string());
+                writeln!(
+                    out,
+                    "{program:<14} loaded   verified instructions: {verified}"
+                )?;
+            }
+            Ok(())
+        }
         Command::Crd => std::io::stdout()
             .write_all(k8s::crd::crd_yaml().as_bytes())
             .context("writing to stdout"),

@@ -29,7 +29,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(root) => Hierarchy::new(root.clone()),
         None => Hierarchy::discover().context("finding the cgroup2 hierarchy")?,
     };
-    info!(cgroup2 = %hierarchy.mount().display(), bpffs_dir = %args.pins.bpffs_dir.display(), "starting");
+    let kernel = crate::kernel::check()?;
+    info!(%kernel, cgroup2 = %hierarchy.mount().display(), bpffs_dir = %args.pins.bpffs_dir.display(), "starting");
     let engine = Engine::new(PinDir::new(args.pins.bpffs_dir.clone()), hierarchy.clone());
     if args.admin_addr != "off" {
         let addr: SocketAddr = args.admin_addr.parse().context("--admin-addr")?;

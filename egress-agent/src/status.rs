@@ -51,8 +51,9 @@ pub struct AgentStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictStatus {
-    /// Address or CIDR.
-    pub destination: ipnet::IpNet,
+    /// The contested destinations: a hostname (`first +N` for several), or a rule's static
+    /// addresses.
+    pub destination: String,
     /// Port.
     pub port: u16,
     /// Protocol.
@@ -97,7 +98,7 @@ pub fn render(document: &StatusDocument) -> String {
             &["DESTINATION", "PORT", "PROTO", "WINNER", "LOSER"],
             agent.conflicts.iter().map(|c| {
                 vec![
-                    c.destination.to_string(),
+                    c.destination.clone(),
                     c.port.to_string(),
                     c.protocol.to_string(),
                     c.winner.clone(),

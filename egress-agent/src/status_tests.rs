@@ -10,7 +10,7 @@ fn the_document_round_trips_and_renders() {
             attached: true,
             routes: 2,
             conflicts: vec![ConflictStatus {
-                destination: "203.0.113.1/32".parse().unwrap(),
+                destination: "web.test".into(),
                 port: 443,
                 protocol: Protocol::Tcp,
                 winner: "a".into(),
@@ -35,14 +35,11 @@ fn the_document_round_trips_and_renders() {
     };
     let json = serde_json::to_value(&document).unwrap();
     assert_eq!(json["hosts"][0]["state"], "stale");
-    assert_eq!(
-        json["agent"]["conflicts"][0]["destination"],
-        "203.0.113.1/32"
-    );
+    assert_eq!(json["agent"]["conflicts"][0]["destination"], "web.test");
     assert_eq!(json["agent"]["conflicts"][0]["protocol"], "TCP");
     let back: StatusDocument = serde_json::from_value(json).unwrap();
     let text = render(&back);
     assert!(text.contains("203.0.113.1 (grace 57s)"), "{text}");
     assert!(text.contains("stale"), "{text}");
-    assert!(text.contains("203.0.113.1/32   443    TCP"), "{text}");
+    assert!(text.contains("web.test      443    TCP"), "{text}");
 }

@@ -2,75 +2,85 @@
 
 use core::mem::size_of;
 
-/// The data of an IPv4 route key in the `ROUTES_V4` LPM trie.
-///
-/// The trie matches prefixes from the first byte, so protocol and port come first and are
-/// always matched in full; the address follows and is matched for the route's prefix length.
-/// The full prefix length of a key is therefore `32 + address prefix` (64 for an exact address).
+/// Key of `LEARNED`: an address as seen from a scope, the cgroup id of a selected entry: the
+/// addresses the kernel learned from DNS answers that entry's workloads received, which only
+/// that entry's tasks see.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(C)]
-pub struct RouteKey4 {
-    /// `IPPROTO_TCP` or `IPPROTO_UDP` (see [`crate::proto`]).
-    pub proto: u8,
-    /// Always zero.
-    pub reserved: u8,
-    /// Destination port, network byte order.
-    pub port_be: u16,
-    /// Destination address, network byte order.
-    pub addr: [u8; 4],
+pub struct AddrKey {
+    /// The cgroup id of the selected entry that learned the address.
+    pub scope: u64,
+    /// The address; IPv4 is IPv4-mapped.
+    pub addr: [u8; 16],
 }
 
-impl RouteKey4 {
-    /// Bits of the key before the address: protocol, reserved and port.
-    pub const HEADER_BITS: u32 = 32;
-}
-
-/// The data of an IPv6 route key in the `ROUTES_V6` LPM trie; laid out like [`RouteKey4`].
+/// Key of `TARGETS`: where a class sends a destination set on a port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(C)]
-pub struct RouteKey6 {
+pub struct TargetKey {
+    /// The routing class of the task (see `CgroupEntry::class`).
+    pub class: u32,
+    /// The destination set the address belongs to.
+    pub set: u32,
     /// `IPPROTO_TCP` or `IPPROTO_UDP`.
     pub proto: u8,
     /// Always zero.
     pub reserved: u8,
     /// Destination port, network byte order.
     pub port_be: u16,
-    /// Destination address, network byte order.
-    pub addr: [u8; 16],
 }
 
-impl RouteKey6 {
-    /// Bits of the key before the address.
-    pub const HEADER_BITS: u32 = 32;
-}
-
-/// Key of the reverse-NAT map: a redirected socket and the gateway it was sent to.
-///
-/// Written by connect/sendmsg when they redirect; read by recvmsg (to restore the source of a
-/// reply) and getpeername (to report the original peer).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Key of `TRUSTED`: a resolver whose answers may be learned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(C)]
-pub struct RevNatKey {
-    /// `bpf_get_socket_cookie()`: unique per socket for the life of the kernel.
-    pub cookie: u64,
-    /// Gateway address; IPv4 is IPv4-mapped, so v4 and v6 sockets share the map.
-    pub gateway: [u8; 16],
-    /// Gateway port, network byte order.
-    pub gateway_port_be: u16,
+pub struct ResolverKey {
+    /// The resolver's address; IPv4 is IPv4-mapped.
+    pub addr: [u8; 16],
+    /// Its port, network byte order.
+    pub port_be: u16,
     /// Always zero.
     pub reserved: [u8; 6],
 }
 
-const _: () = assert!(size_of::<RouteKey4>() == 8);
-const _: () = assert!(size_of::<RouteKey6>() == 20);
-const _: () = assert!(size_of::<RevNatKey>() == 32);
+/// Key of `LABELS`: names the CLI shows for ids (written by the agent only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C)]
+pub struct LabelKey {
+    /// One of [`crate::label_kind`].
+    pub kind: u32,
+    /// The id.
+    pub id: u32,
+}
+
+/// Key of `RESOLVED`: one address the agent's resolver got for one hostname (written by the
+/// agent only, so that a restart starts from what it knew).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C)]
+pub struct ResolvedKey {
+    /// The hostname's pattern id.
+    pub pattern: u32,
+    /// Always zero.
+    pub reserved: u32,
+    /// The address; IPv4 is IPv4-mapped.
+    pub addr: [u8; 16],
+}
+
+const _: () = assert!(size_of::<AddrKey>() == 24);
+const _: () = assert!(size_of::<TargetKey>() == 12);
+const _: () = assert!(size_of::<ResolverKey>() == 24);
+const _: () = assert!(size_of::<LabelKey>() == 8);
+const _: () = assert!(size_of::<ResolvedKey>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] data with no padding; every bit pattern is valid.
-    unsafe impl aya::Pod for super::RouteKey4 {}
+    unsafe impl aya::Pod for super::AddrKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::RouteKey6 {}
+    unsafe impl aya::Pod for super::TargetKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::RevNatKey {}
+    unsafe impl aya::Pod for super::ResolverKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LabelKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ResolvedKey {}
 }

@@ -2,27 +2,62 @@
 //!
 //! Every map key and value is `#[repr(C)]`, has no implicit padding (reserved fields are
 //! explicit and always zero) and has its size asserted at compile time, so both sides agree on
-//! the layout byte for byte.
+//! the layout byte for byte. The map definitions themselves are in [`maps`]; the DNS name hash
+//! both sides compute is in [`name`].
+//!
+//! # The lookup
+//!
+//! ```text
+//! socket ─► SOCKETS (its decision: class, scope) ─┐      or the task's: DECISIONS ◄─ CGROUPS walk
+//!                                                 ▼
+//! destination ─► LEARNED[(scope, addr)]    learned by this workload (DNS answers it received)
+//!             ─► ADDRESSES[addr]           static and resolved addresses
+//!             ─► CIDRS                     static prefixes
+//!                       │ set id
+//!                       ▼
+//!             TARGETS[(class, set, proto, port)] ─► gateway (v4, v6), port, flags, counter
+//! ```
 //!
 //! # Byte order
 //!
 //! * Addresses are stored as they appear on the wire: `[u8; 4]` / `[u8; 16]`, network order.
 //!   IPv4 addresses in 16-byte fields are IPv4-mapped (`::ffff:a.b.c.d`).
 //! * Ports named `*_be` are in network byte order (as in `bpf_sock_addr.user_port`).
-//! * Everything else (ids, flags, counters, prefix lengths) is in host byte order.
+//! * Everything else (ids, flags, counters, times) is in host byte order.
 #![no_std]
 
 mod keys;
 pub mod maps;
+pub mod name;
 mod values;
 
-pub use keys::{RevNatKey, RouteKey4, RouteKey6};
-pub use values::{CgroupMode, HostLabel, RevNatValue, RouteValue, RuleName};
+pub use keys::{AddrKey, LabelKey, ResolvedKey, ResolverKey, TargetKey};
+pub use values::{
+    AddrValue, CgroupEntry, CidrValue, Config, Counters, Decision, Label, PatternValue,
+    REVERSE_SLOTS, Reverse, SocketState, Target,
+};
 
-/// The eBPF programs: (program name in the object, pinned link name).
+/// The layout version of the pinned maps. Pins live under `maps/v<ABI_VERSION>/`, so an agent
+/// with another layout never opens maps it cannot read; it fills its own set and migrates (see
+/// the agent's `datapath::migrate`). Bump it with every change to [`maps::ALL`] or to a key or
+/// value type; a unit test holds it to [`maps::FINGERPRINT`].
+pub const ABI_VERSION: u32 = 2;
+
+/// The eBPF programs, by name in the object (also the pinned link's name).
 pub mod programs {
-    /// Every `sock_addr` program the agent attaches.
-    pub const ALL: [&str; 8] = [
+    /// `cgroup/sock_create`: records a selected creator's decision on its new socket.
+    pub const SOCK_CREATE: &str = "sock_create";
+    /// `cgroup/skb` egress: remembers the DNS queries selected sockets send.
+    pub const DNS_EGRESS: &str = "dns_egress";
+    /// `cgroup/skb` ingress: learns addresses from the answers to those queries.
+    pub const DNS_INGRESS: &str = "dns_ingress";
+    /// `cgroup/skb` ingress, never attached: reads an answer's records, tail-called through the
+    /// `ANSWERS` program array.
+    pub const DNS_ANSWERS: &str = "dns_answers";
+    /// Programs loaded but not attached (tail-call targets).
+    pub const TAIL_CALLED: [&str; 1] = [DNS_ANSWERS];
+    /// Every `sock_addr` program.
+    pub const SOCK_ADDR: [&str; 8] = [
         "connect4",
         "connect6",
         "sendmsg4",
@@ -32,52 +67,151 @@ pub mod programs {
         "getpeername4",
         "getpeername6",
     ];
+    /// Every program the agent attaches, in the order it attaches them: the `sock_addr` hooks
+    /// last, so that by the time connections are redirected, sockets record their decisions
+    /// and DNS answers are learned.
+    pub const ALL: [&str; 11] = [
+        SOCK_CREATE,
+        DNS_EGRESS,
+        DNS_INGRESS,
+        "recvmsg4",
+        "recvmsg6",
+        "getpeername4",
+        "getpeername6",
+        "connect4",
+        "connect6",
+        "sendmsg4",
+        "sendmsg6",
+    ];
 }
 
 /// Limits that are not map capacities (those are in [`maps`]).
 pub mod limits {
     /// How many cgroup levels the selection walk examines, from the root (level 0) down.
-    /// Kubernetes pods sit at level 3–5 (deeper when nested in kind); entries deeper than this
-    /// are never consulted.
+    /// Kubernetes pods sit at level 3–5 (deeper when nested in kind); the agent refuses entries
+    /// deeper than this.
     pub const MAX_CGROUP_DEPTH: u32 = 16;
-    /// Bytes in a rule name, NUL-padded.
-    pub const RULE_NAME_LEN: usize = 64;
-    /// Bytes in a route's host label, NUL-padded (a DNS name is at most 253).
-    pub const HOST_LABEL_LEN: usize = 256;
+    /// Bytes in a label (a rule or policy name, a hostname), NUL-padded.
+    pub const LABEL_LEN: usize = 256;
+    /// Bytes of a DNS message the learning program reads (EDNS0 answers up to 4096 bytes).
+    pub const DNS_MESSAGE: usize = 4096;
+    /// Labels of a question name the learning program matches against the patterns.
+    pub const DNS_LABELS: usize = 32;
+    /// DNS query ids a socket remembers at once.
+    pub const DNS_PENDING: usize = 8;
+    /// Ports the learning program treats as DNS (`Config::dns_ports_be`).
+    pub const DNS_PORTS: usize = 4;
 }
 
-/// Flags in [`RouteValue::flags`].
-pub mod route_flags {
-    /// When the gateway is unknown (all-zero address), refuse the connection with `EPERM`.
-    pub const FAIL_CLOSED: u16 = 1 << 0;
-    /// The gateway address is IPv4 (stored IPv4-mapped).
-    pub const GATEWAY_V4: u16 = 1 << 1;
+/// Kinds of a [`CgroupEntry`].
+pub mod cgroup_kind {
+    /// The cgroup's tasks (and descendants') are redirected by their class's targets.
+    pub const SELECTED: u32 = 1;
+    /// The cgroup's tasks (and descendants') go direct, even inside a selected cgroup.
+    pub const EXEMPT: u32 = 2;
 }
+
+/// Where an [`AddrValue`] came from.
+pub mod source {
+    /// A static address of a rule (written by the agent).
+    pub const STATIC: u32 = 1;
+    /// An answer the agent's own resolver got (written by the agent).
+    pub const RESOLVED: u32 = 2;
+    /// A DNS answer a selected workload received (written by the kernel, scoped to it).
+    pub const LEARNED: u32 = 3;
+}
+
+/// Flags in [`Target::flags`].
+pub mod target_flags {
+    /// Refuse the connection (`EPERM`): a fail-closed rule without a gateway, a gateway of no
+    /// usable family, or QUIC to a hostname routed on TCP 443.
+    pub const REFUSE: u16 = 1 << 0;
+    /// The refusal is QUIC's (UDP 443 where TCP 443 is redirected), for the counters.
+    pub const QUIC: u16 = 1 << 1;
+}
+
+/// Flags in [`SocketState::flags`].
+pub mod socket_flags {
+    /// The socket was redirected: `reverse` holds its translations.
+    pub const REDIRECTED: u32 = 1 << 0;
+    /// The socket sent a DNS query to a trusted resolver: its answers may be learned.
+    pub const DNS: u32 = 1 << 1;
+    /// `class` and `scope` hold a decision.
+    pub const DECIDED: u32 = 1 << 2;
+}
+
+/// Flags in [`Config::flags`].
+pub mod config_flags {
+    /// Learn addresses from DNS answers.
+    pub const LEARN: u32 = 1 << 0;
+    /// `CIDRS` has entries (otherwise the trie lookup is skipped).
+    pub const HAS_CIDRS: u32 = 1 << 1;
+}
+
+/// Kinds of a [`LabelKey`].
+pub mod label_kind {
+    /// A rule's name, by rule id.
+    pub const RULE: u32 = 1;
+    /// A hostname pattern, by pattern id (which is also its set id).
+    pub const PATTERN: u32 = 2;
+    /// A destination set's label (`first-host +N`, or a rule's static addresses), by set id.
+    pub const SET: u32 = 3;
+}
+
+/// Set ids: a hostname pattern's own set has the pattern's id; sets of several destinations
+/// (an address two hostnames share, a rule's static addresses) are numbered from here.
+pub const FIRST_COMPOSITE_SET: u32 = 1 << 24;
+
+/// Keys of the per-set counters in `COUNTERS` (unselected tasks reaching a set) are
+/// `SET_COUNTER | set`; keys below it are the targets' counter slots.
+pub const SET_COUNTER: u32 = 1 << 31;
 
 /// Indices of the global counters in the `STATS` per-CPU array.
 pub mod stat {
     /// Connections and datagrams rewritten to a gateway.
     pub const REDIRECTED: u32 = 0;
-    /// Connections and datagrams refused because a fail-closed route had no gateway.
-    pub const DENIED: u32 = 1;
-    /// Route hits from tasks that are not selected (or are exempt): passed untouched.
+    /// Connections and datagrams refused (`EPERM`).
+    pub const REFUSED: u32 = 1;
+    /// Routed destinations from tasks that are not selected (or are exempt): passed untouched.
     pub const UNSELECTED: u32 = 2;
-    /// Route hits whose gateway family cannot be reached from the socket (v6 gateway, v4 socket).
+    /// Refusals because no gateway of the socket's family exists.
     pub const FAMILY_MISMATCH: u32 = 3;
     /// Reply sources (recvmsg) and peer names (getpeername) restored to the original destination.
     pub const REVERSED: u32 = 4;
-    /// Reverse-NAT entries that could not be stored (the map update failed).
-    pub const REVNAT_FAILED: u32 = 5;
+    /// Redirects refused because the socket's storage could not be created.
+    pub const STORAGE_FAILED: u32 = 5;
+    /// Addresses learned from DNS answers.
+    pub const LEARNED: u32 = 6;
+    /// DNS answers to selected sockets that could not be parsed (multi-segment TCP, malformed,
+    /// past the parser's bounds): the agent's own resolution is the fallback.
+    pub const UNPARSED: u32 = 7;
+    /// DNS answers ignored: from an untrusted source, or for a query the socket did not send.
+    pub const UNTRUSTED: u32 = 8;
+    /// Learned addresses that could not be stored (the map is full).
+    pub const LEARN_FAILED: u32 = 9;
+    /// Selection walks (decision cache misses).
+    pub const WALKS: u32 = 10;
+    /// QUIC (UDP 443) refused where TCP 443 is redirected.
+    pub const QUIC_REFUSED: u32 = 11;
+    /// DNS answers matched against the patterns.
+    pub const ANSWERS: u32 = 12;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
-    /// Counter names, indexed as above; stable, used by the CLI's JSON output.
+    pub const COUNT: u32 = 13;
+    /// Counter names, indexed as above; stable, used by the CLI's JSON output and the metrics.
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected",
-        "denied",
+        "refused",
         "unselected",
         "family_mismatch",
         "reversed",
-        "revnat_failed",
+        "storage_failed",
+        "learned",
+        "unparsed",
+        "untrusted",
+        "learn_failed",
+        "walks",
+        "quic_refused",
+        "answers",
     ];
 }
 
@@ -100,7 +234,17 @@ pub const fn v4_mapped(addr: [u8; 4]) -> [u8; 16] {
 /// Returns the IPv4 address inside an IPv4-mapped IPv6 address, or `None`.
 #[must_use]
 pub const fn v4_unmapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
-    if addr[0] == 0
+    if is_v4_mapped(addr) {
+        Some([addr[12], addr[13], addr[14], addr[15]])
+    } else {
+        None
+    }
+}
+
+/// Whether `addr` is IPv4-mapped.
+#[must_use]
+pub const fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[0] == 0
         && addr[1] == 0
         && addr[2] == 0
         && addr[3] == 0
@@ -112,11 +256,6 @@ pub const fn v4_unmapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
         && addr[9] == 0
         && addr[10] == 0xff
         && addr[11] == 0xff
-    {
-        Some([addr[12], addr[13], addr[14], addr[15]])
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]

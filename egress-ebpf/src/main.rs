@@ -1,11 +1,15 @@
-//! cgroup `sock_addr` programs that send selected tasks' connections to an egress gateway.
+//! The egress-agent eBPF programs: cgroup `sock_addr` hooks that send selected tasks'
+//! connections to an egress gateway, a `sock_create` hook that gives their sockets a decision,
+//! and `cgroup_skb` hooks that learn hostnames' addresses from the DNS answers they receive.
 //!
 //! Every hook is a thin wrapper around a `try_` function; the verdict a hook returns is always
-//! one of the named constants [`ALLOW`] and [`DENY`]. Errors inside a hook fail open ([`ALLOW`]
-//! with the address untouched): a bug in the agent must not take the node's networking down.
+//! one of the named constants ([`ALLOW`], [`DENY`], [`learn::PASS`]). Errors inside a hook fail
+//! open: a bug in the agent must not take the node's networking down. Refusals are deliberate
+//! verdicts (fail-closed rules, QUIC, no gateway of the socket's family), never errors.
 //!
 //! Kernel reference for the context fields and return codes:
-//! <https://elixir.bootlin.com/linux/v6.18/source/include/uapi/linux/bpf.h> (`struct bpf_sock_addr`).
+//! <https://elixir.bootlin.com/linux/v6.18/source/include/uapi/linux/bpf.h> (`struct bpf_sock_addr`,
+//! `struct __sk_buff`).
 #![no_std]
 #![no_main]
 #![expect(
@@ -17,17 +21,30 @@
     reason = "the program macros hand each hook its context by value"
 )]
 
+mod dns;
+mod learn;
 mod maps;
+mod packet;
 mod redirect;
 mod reverse;
 mod select;
+mod socket;
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
+    programs::{SkBuffContext, SockAddrContext, SockContext},
+};
 
 /// Let the syscall proceed (with whatever address the hook wrote).
 pub(crate) const ALLOW: i32 = 1;
 /// Fail the syscall with `EPERM`.
 pub(crate) const DENY: i32 = 0;
+
+/// `socket()` for IPv4 and IPv6: records a selected creator's decision.
+#[cgroup_sock(sock_create)]
+fn sock_create(ctx: SockContext) -> i32 {
+    socket::try_sock_create(&ctx).unwrap_or(ALLOW)
+}
 
 /// `connect()` on an IPv4 socket (TCP and connected UDP).
 #[cgroup_sock_addr(connect4)]
@@ -75,6 +92,24 @@ fn getpeername4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(getpeername6)]
 fn getpeername6(ctx: SockAddrContext) -> i32 {
     reverse::try_reverse6(&ctx).unwrap_or(ALLOW)
+}
+
+/// Packets leaving sockets: remembers selected sockets' DNS query ids.
+#[cgroup_skb(egress)]
+fn dns_egress(ctx: SkBuffContext) -> i32 {
+    learn::try_dns_egress(&ctx).unwrap_or(learn::PASS)
+}
+
+/// Packets reaching sockets: learns addresses from answers to those queries.
+#[cgroup_skb(ingress)]
+fn dns_ingress(ctx: SkBuffContext) -> i32 {
+    learn::try_dns_ingress(&ctx).unwrap_or(learn::PASS)
+}
+
+/// Never attached: tail-called from `dns_ingress` (and itself) to read an answer's records.
+#[cgroup_skb(ingress)]
+fn dns_answers(ctx: SkBuffContext) -> i32 {
+    learn::try_dns_answers(&ctx).unwrap_or(learn::PASS)
 }
 
 #[cfg(not(test))]

@@ -1,67 +1,63 @@
-//! connect and sendmsg: rewrite the destination of selected tasks to the route's gateway.
+//! connect and sendmsg: send selected tasks' connections to their class's gateway.
+//!
+//! ```text
+//! decision (socket's, else the task's) ── not selected ─► count the set it would hit, pass
+//!        │ class, scope
+//!        ▼
+//! LEARNED[(scope, dest)]   ─► TARGETS[(class, set, proto, port)] ─┐ first hit
+//! ADDRESSES[dest]          ─► TARGETS[...]                        ├──────────► refuse, or
+//! CIDRS[dest]              ─► TARGETS[...]                        ┘            rewrite to the
+//!                                                                              gateway of the
+//!                                                                              socket's family
+//! ```
+//!
+//! A rewrite is recorded in the socket's storage before the address changes, so a redirect is
+//! never half translated; when the storage cannot be had the connection is refused.
 
-use aya_ebpf::{
-    EbpfContext as _, helpers::bpf_get_socket_cookie, maps::lpm_trie::Key,
-    programs::SockAddrContext,
-};
+use aya_ebpf::{maps::lpm_trie::Key, programs::SockAddrContext};
 use egress_common::{
-    RevNatKey, RevNatValue, RouteKey4, RouteKey6, RouteValue, route_flags, stat, v4_mapped,
-    v4_unmapped,
+    AddrKey, Decision, Reverse, SET_COUNTER, Target, TargetKey, config_flags, is_v4_mapped,
+    socket_flags, stat, target_flags, v4_mapped, v4_unmapped,
 };
 
 use crate::{
     ALLOW, DENY,
-    maps::{REVNAT, ROUTES_V4, ROUTES_V6, count, count_route},
-    select::current_task_groups,
+    maps::{ADDRESSES, CIDRS, LEARNED, TARGETS, config, count, count_slot, socket_state},
+    select::{self, for_socket},
 };
 
-/// What to do with a destination that matched a route.
-enum Action {
-    /// Rewrite to this gateway (16-byte form) and port.
-    Rewrite([u8; 16], u16),
+/// What to do with a connection.
+enum Verdict {
     /// Leave the address alone.
     Pass,
     /// Refuse the syscall.
-    Deny,
+    Refuse,
+    /// Rewrite to this gateway (16-byte form) and port.
+    Rewrite([u8; 16], u16, u32),
 }
 
-/// IPv4 socket: look the destination up in the IPv4 routes. `Err` carries the verdict for a
-/// context the hook cannot interpret (it fails open).
+/// IPv4 socket. `Err` carries the verdict for a context the hook cannot interpret (it fails
+/// open).
 #[inline(always)]
 pub(crate) fn try_redirect4(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: the kernel passes a valid context for the life of the program.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let dest = sa.user_ip4.to_ne_bytes();
+    let dest = v4_mapped(sa.user_ip4.to_ne_bytes());
     let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
     let proto = u8::try_from(sa.protocol).map_err(|_| ALLOW)?;
-    let Some(route) = lookup4(proto, port_be, dest) else {
-        return Ok(ALLOW);
-    };
-    match decide(&route, true) {
-        Action::Pass => Ok(ALLOW),
-        Action::Deny => Ok(DENY),
-        Action::Rewrite(gateway, gateway_port_be) => {
-            let Some(gateway4) = v4_unmapped(&gateway) else {
-                return Ok(ALLOW);
-            };
+    match decide(ctx, true, dest, port_be, proto) {
+        Verdict::Pass => Ok(ALLOW),
+        Verdict::Refuse => Ok(DENY),
+        Verdict::Rewrite(gateway, gateway_port_be, _) => {
+            let gateway4 = v4_unmapped(&gateway).ok_or(DENY)?;
             sa.user_ip4 = u32::from_ne_bytes(gateway4);
             sa.user_port = u32::from(gateway_port_be);
-            remember(
-                ctx,
-                proto,
-                v4_mapped(dest),
-                port_be,
-                gateway,
-                gateway_port_be,
-            );
-            count_route(route.route_id);
             Ok(ALLOW)
         }
     }
 }
 
-/// IPv6 socket: IPv4-mapped destinations use the IPv4 routes, so a dual-stack socket cannot
-/// bypass an IPv4 rule; native destinations use the IPv6 routes.
+/// IPv6 socket, including IPv4-mapped destinations (which use the same addresses, mapped).
 #[inline(always)]
 pub(crate) fn try_redirect6(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: as in `try_redirect4`.
@@ -69,115 +65,149 @@ pub(crate) fn try_redirect6(ctx: &SockAddrContext) -> Result<i32, i32> {
     let dest = ip6_bytes(&sa.user_ip6);
     let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
     let proto = u8::try_from(sa.protocol).map_err(|_| ALLOW)?;
-    let route = match v4_unmapped(&dest) {
-        Some(dest4) => lookup4(proto, port_be, dest4),
-        None => lookup6(proto, port_be, dest),
-    };
-    let Some(route) = route else {
-        return Ok(ALLOW);
-    };
-    match decide(&route, false) {
-        Action::Pass => Ok(ALLOW),
-        Action::Deny => Ok(DENY),
-        Action::Rewrite(gateway, gateway_port_be) => {
+    match decide(ctx, false, dest, port_be, proto) {
+        Verdict::Pass => Ok(ALLOW),
+        Verdict::Refuse => Ok(DENY),
+        Verdict::Rewrite(gateway, gateway_port_be, _) => {
             sa.user_ip6 = ip6_words(&gateway);
             sa.user_port = u32::from(gateway_port_be);
-            remember(ctx, proto, dest, port_be, gateway, gateway_port_be);
-            count_route(route.route_id);
             Ok(ALLOW)
         }
     }
 }
 
 #[inline(always)]
-fn lookup4(proto: u8, port_be: u16, addr: [u8; 4]) -> Option<RouteValue> {
-    let key = Key::new(
-        RouteKey4::HEADER_BITS + 32,
-        RouteKey4 {
-            proto,
-            reserved: 0,
-            port_be,
-            addr,
-        },
-    );
-    ROUTES_V4.get(&key).copied()
-}
-
-#[inline(always)]
-fn lookup6(proto: u8, port_be: u16, addr: [u8; 16]) -> Option<RouteValue> {
-    let key = Key::new(
-        RouteKey6::HEADER_BITS + 128,
-        RouteKey6 {
-            proto,
-            reserved: 0,
-            port_be,
-            addr,
-        },
-    );
-    ROUTES_V6.get(&key).copied()
-}
-
-/// Decides what a route hit means for the current task: it acts only when the task's selection
-/// groups intersect the route's. `v4_socket`: only an IPv4 gateway can
-/// be reached.
-#[inline(always)]
-fn decide(route: &RouteValue, v4_socket: bool) -> Action {
-    if current_task_groups() & route.groups == 0 {
-        count(stat::UNSELECTED);
-        return Action::Pass;
-    }
-    let fail_closed = route.flags & route_flags::FAIL_CLOSED != 0;
-    let reachable =
-        route.has_gateway() && (!v4_socket || route.flags & route_flags::GATEWAY_V4 != 0);
-    if reachable {
-        count(stat::REDIRECTED);
-        return Action::Rewrite(route.gateway, route.gateway_port_be);
-    }
-    if route.has_gateway() {
-        count(stat::FAMILY_MISMATCH);
-    }
-    if fail_closed {
-        count(stat::DENIED);
-        Action::Deny
-    } else {
-        Action::Pass
-    }
-}
-
-/// Records the original destination of a redirected socket for recvmsg and getpeername.
-#[inline(always)]
-fn remember(
+fn decide(
     ctx: &SockAddrContext,
-    proto: u8,
+    v4_socket: bool,
     dest: [u8; 16],
     port_be: u16,
-    gateway: [u8; 16],
-    gateway_port_be: u16,
-) {
-    // SAFETY: the context is a valid sock_addr context, which this helper accepts.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = RevNatKey {
-        cookie,
-        gateway,
-        gateway_port_be,
-        reserved: [0; 6],
-    };
-    let value = RevNatValue {
-        addr: dest,
-        port_be,
-        reserved: 0,
-    };
-    // Unconnected UDP calls this per datagram: skip the write when nothing changed. A TCP
-    // socket connects once, so it never has an entry yet.
-    // SAFETY: plain data; see `select.rs`.
-    if proto == egress_common::proto::UDP
-        && let Some(known) = unsafe { REVNAT.get(key) }
-        && *known == value
-    {
-        return;
+    proto: u8,
+) -> Verdict {
+    // SAFETY: the context's socket, which sock_addr programs may pass to the helper.
+    let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk }.cast();
+    // SAFETY: as above.
+    let state = unsafe { socket_state(sk, false) };
+    let decision = for_socket(state.as_deref());
+    if decision.class == 0 {
+        count_unselected(&dest);
+        return Verdict::Pass;
     }
-    if REVNAT.insert(key, value, 0).is_err() {
-        count(stat::REVNAT_FAILED);
+    let Some(target) = find(&decision, &dest, proto, port_be) else {
+        return Verdict::Pass;
+    };
+    let verdict = verdict(&target, v4_socket, &dest);
+    let Verdict::Rewrite(gateway, gateway_port_be, counter) = verdict else {
+        return verdict;
+    };
+    // Record the reverse translation first: without it the rewrite must not happen.
+    // SAFETY: as above.
+    let Some(state) = (match state {
+        Some(state) => Some(state),
+        None => unsafe { socket_state(sk, true) },
+    }) else {
+        count(stat::STORAGE_FAILED);
+        count(stat::REFUSED);
+        return Verdict::Refuse;
+    };
+    if state.flags & socket_flags::DECIDED == 0 {
+        select::record(state, &decision);
+    }
+    let slot = &mut state.reverse[Reverse::slot(&gateway, gateway_port_be)];
+    slot.original = dest;
+    slot.original_port_be = port_be;
+    slot.gateway = gateway;
+    slot.gateway_port_be = gateway_port_be;
+    slot.counter = counter;
+    state.flags |= socket_flags::REDIRECTED;
+    count(stat::REDIRECTED);
+    count_slot(counter, |c| &mut c.redirected);
+    verdict
+}
+
+/// The target for a destination: the scope's learned address, else the global address, else
+/// a static prefix; the first whose set the class routes on this port.
+#[inline(always)]
+fn find(decision: &Decision, dest: &[u8; 16], proto: u8, port_be: u16) -> Option<Target> {
+    let target = |set: u32| {
+        let key = TargetKey {
+            class: decision.class,
+            set,
+            proto,
+            reserved: 0,
+            port_be,
+        };
+        // SAFETY: plain data written whole by userspace.
+        unsafe { TARGETS.get(key) }.copied()
+    };
+    if decision.scope != 0 {
+        let key = AddrKey {
+            scope: decision.scope,
+            addr: *dest,
+        };
+        // SAFETY: plain data.
+        if let Some(learned) = unsafe { LEARNED.get(key) }
+            && let Some(found) = target(learned.set)
+        {
+            return Some(found);
+        }
+    }
+    // SAFETY: plain data.
+    if let Some(known) = unsafe { ADDRESSES.get(dest) } {
+        // Global sets include the static prefixes that contain the address.
+        return target(known.set);
+    }
+    if config().is_some_and(|c| c.flags & config_flags::HAS_CIDRS != 0) {
+        let prefix = CIDRS.get(Key::new(128, *dest))?;
+        return target(prefix.set);
+    }
+    None
+}
+
+/// What a target means for a socket of one family.
+#[inline(always)]
+fn verdict(target: &Target, v4_socket: bool, dest: &[u8; 16]) -> Verdict {
+    if target.flags & target_flags::REFUSE != 0 {
+        count(stat::REFUSED);
+        if target.flags & target_flags::QUIC != 0 {
+            count(stat::QUIC_REFUSED);
+        }
+        count_slot(target.counter, |c| &mut c.refused);
+        return Verdict::Refuse;
+    }
+    let v4 = v4_mapped(target.gateway4);
+    let gateway = if v4_socket {
+        target.has_v4().then_some(v4)
+    } else if is_v4_mapped(dest) {
+        // A dual-stack socket reaches either family; the destination's own family first.
+        if target.has_v4() {
+            Some(v4)
+        } else {
+            target.has_v6().then_some(target.gateway6)
+        }
+    } else if target.has_v6() {
+        Some(target.gateway6)
+    } else {
+        // An IPv6 socket reaches an IPv4 gateway through its mapped address, unless it is
+        // IPV6_V6ONLY, in which case connect() fails: refused either way, never direct.
+        target.has_v4().then_some(v4)
+    };
+    if let Some(gateway) = gateway {
+        return Verdict::Rewrite(gateway, target.gateway_port_be, target.counter);
+    }
+    count(stat::FAMILY_MISMATCH);
+    count(stat::REFUSED);
+    count_slot(target.counter, |c| &mut c.family_mismatch);
+    Verdict::Refuse
+}
+
+/// Counts a connection of an unselected task to a routed address (globally and per set).
+#[inline(always)]
+fn count_unselected(dest: &[u8; 16]) {
+    // SAFETY: plain data.
+    if let Some(known) = unsafe { ADDRESSES.get(dest) } {
+        count(stat::UNSELECTED);
+        count_slot(SET_COUNTER | known.set, |c| &mut c.unselected);
     }
 }
 

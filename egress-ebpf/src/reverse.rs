@@ -1,14 +1,15 @@
 //! recvmsg and getpeername: report the original destination of redirected sockets.
 //!
 //! Without this, UDP clients (resolvers above all) drop replies whose source is not the address
-//! they sent to, and TCP clients that check their peer see the gateway.
+//! they sent to, and TCP clients that check their peer see the gateway. The translations live
+//! in the socket's own storage, so they last exactly as long as the socket.
 
-use aya_ebpf::{EbpfContext as _, helpers::bpf_get_socket_cookie, programs::SockAddrContext};
-use egress_common::{RevNatKey, RevNatValue, stat, v4_mapped, v4_unmapped};
+use aya_ebpf::programs::SockAddrContext;
+use egress_common::{Reverse, socket_flags, stat, v4_mapped, v4_unmapped};
 
 use crate::{
     ALLOW,
-    maps::{REVNAT, count},
+    maps::{count, count_slot, socket_state},
     redirect::{ip6_bytes, ip6_words},
 };
 
@@ -18,12 +19,11 @@ pub(crate) fn try_reverse4(ctx: &SockAddrContext) -> Result<i32, i32> {
     let sa = unsafe { &mut *ctx.sock_addr };
     let peer = v4_mapped(sa.user_ip4.to_ne_bytes());
     let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
-    if let Some(original) = original(ctx, peer, port_be)
-        && let Some(addr) = v4_unmapped(&original.addr)
+    if let Some((original, original_port_be)) = original(ctx, &peer, port_be)
+        && let Some(addr) = v4_unmapped(&original)
     {
         sa.user_ip4 = u32::from_ne_bytes(addr);
-        sa.user_port = u32::from(original.port_be);
-        count(stat::REVERSED);
+        sa.user_port = u32::from(original_port_be);
     }
     Ok(ALLOW)
 }
@@ -34,24 +34,29 @@ pub(crate) fn try_reverse6(ctx: &SockAddrContext) -> Result<i32, i32> {
     let sa = unsafe { &mut *ctx.sock_addr };
     let peer = ip6_bytes(&sa.user_ip6);
     let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
-    if let Some(original) = original(ctx, peer, port_be) {
-        sa.user_ip6 = ip6_words(&original.addr);
-        sa.user_port = u32::from(original.port_be);
-        count(stat::REVERSED);
+    if let Some((original, original_port_be)) = original(ctx, &peer, port_be) {
+        sa.user_ip6 = ip6_words(&original);
+        sa.user_port = u32::from(original_port_be);
     }
     Ok(ALLOW)
 }
 
+/// The original destination behind the gateway `peer`:`port_be`, if the socket was redirected
+/// there.
 #[inline(always)]
-fn original(ctx: &SockAddrContext, peer: [u8; 16], port_be: u16) -> Option<RevNatValue> {
-    // SAFETY: the context is a valid sock_addr context, which this helper accepts.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = RevNatKey {
-        cookie,
-        gateway: peer,
-        gateway_port_be: port_be,
-        reserved: [0; 6],
-    };
-    // SAFETY: plain data, copied out at once.
-    unsafe { REVNAT.get(key) }.copied()
+fn original(ctx: &SockAddrContext, peer: &[u8; 16], port_be: u16) -> Option<([u8; 16], u16)> {
+    // SAFETY: the context's socket, which sock_addr programs may pass to the helper.
+    let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk }.cast();
+    // SAFETY: as above.
+    let state = unsafe { socket_state(sk, false) }?;
+    if state.flags & socket_flags::REDIRECTED == 0 {
+        return None;
+    }
+    let slot = state.reverse.get(Reverse::slot(peer, port_be))?;
+    if slot.gateway_port_be != port_be || slot.gateway != *peer {
+        return None;
+    }
+    count(stat::REVERSED);
+    count_slot(slot.counter, |c| &mut c.reversed);
+    Some((slot.original, slot.original_port_be))
 }

@@ -96,3 +96,74 @@ impl Drop for TestCgroup {
         eprintln!("could not remove test cgroup {}", self.path.display());
     }
 }
+
+/// The attach types of the agent's programs (`enum bpf_attach_type`).
+pub const AGENT_ATTACH_TYPES: [u32; 11] = [
+    0,  // BPF_CGROUP_INET_INGRESS
+    1,  // BPF_CGROUP_INET_EGRESS
+    2,  // BPF_CGROUP_INET_SOCK_CREATE
+    10, // BPF_CGROUP_INET4_CONNECT
+    11, // BPF_CGROUP_INET6_CONNECT
+    14, // BPF_CGROUP_UDP4_SENDMSG
+    15, // BPF_CGROUP_UDP6_SENDMSG
+    19, // BPF_CGROUP_UDP4_RECVMSG
+    20, // BPF_CGROUP_UDP6_RECVMSG
+    29, // BPF_CGROUP_INET4_GETPEERNAME
+    30, // BPF_CGROUP_INET6_GETPEERNAME
+];
+
+/// The programs attached directly to the cgroup at `path`, as (attach type, program id), by
+/// `BPF_PROG_QUERY` with the attribute layout every supported kernel (5.10+) accepts.
+pub fn attached_programs(path: &Path) -> Vec<(u32, u32)> {
+    #[repr(C)]
+    #[expect(
+        clippy::struct_field_names,
+        reason = "the kernel's field names (`union bpf_attr`, query)"
+    )]
+    struct Query {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        reserved: u32,
+    }
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    let dir =
+        std::fs::File::open(path).unwrap_or_else(|err| panic!("open {}: {err}", path.display()));
+    let fd = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&dir)).expect("fd");
+    let mut found = Vec::new();
+    for attach_type in AGENT_ATTACH_TYPES {
+        let mut ids = [0_u32; 64];
+        let mut query = Query {
+            target_fd: fd,
+            attach_type,
+            query_flags: 0,
+            attach_flags: 0,
+            prog_ids: ids.as_mut_ptr() as u64,
+            prog_cnt: 64,
+            reserved: 0,
+        };
+        // SAFETY: a valid attribute of the size passed; the kernel writes at most `prog_cnt` ids.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_QUERY,
+                &raw mut query,
+                size_of::<Query>(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "BPF_PROG_QUERY {} type {attach_type}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        let count = query.prog_cnt.min(64) as usize;
+        found.extend(ids[..count].iter().map(|id| (attach_type, *id)));
+    }
+    found.sort_unstable();
+    found
+}

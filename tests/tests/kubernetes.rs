@@ -104,7 +104,18 @@ fn seed_cluster(api: &FakeApi, direct: &Server, gateway: &Server) {
 
 /// A bad policy gives an Event and a status, and changes nothing else.
 fn bad_policy_is_reported_and_changes_nothing(api: &FakeApi, agent: &Agent) {
-    let routes_before = agent.routes();
+    // Routes without their time-dependent field.
+    let routes = || -> Vec<Value> {
+        agent
+            .routes()
+            .into_iter()
+            .map(|mut route| {
+                route.as_object_mut().map(|r| r.remove("expiresInSecs"));
+                route
+            })
+            .collect()
+    };
+    let routes_before = routes();
     api.apply(&policy("broken", "no-such-service", 9, 9));
     wait("TargetNotFound Event", || {
         api.events()
@@ -137,11 +148,7 @@ fn bad_policy_is_reported_and_changes_nothing(api: &FakeApi, agent: &Agent) {
             .any(|c| c["type"] == "Accepted" && c["status"] == "True"),
         "good policy accepted: {good:#}"
     );
-    assert_eq!(
-        agent.routes(),
-        routes_before,
-        "a bad policy changes nothing else"
-    );
+    assert_eq!(routes(), routes_before, "a bad policy changes nothing else");
 }
 
 /// A newer policy claiming web.test with another gateway loses and gets a Conflict Event; a
@@ -150,6 +157,7 @@ fn conflicts_and_unresolvable_hostnames_are_reported(
     api: &FakeApi,
     agent: &Agent,
     direct_port: u16,
+    app_cgroup: u64,
 ) {
     api.apply(&json!({
         "apiVersion": "v1", "kind": "Service",
@@ -171,11 +179,19 @@ fn conflicts_and_unresolvable_hostnames_are_reported(
             .iter()
             .any(|e| e["reason"] == "HostnameUnresolvable" && e["regarding"]["name"] == "missing")
     });
-    let route = agent
-        .routes()
-        .into_iter()
-        .find(|r| r["destination"] == "127.0.0.2/32")
-        .expect("web.test route");
+    // The app pod is selected by both: the older policy keeps the destination there.
+    let class = agent.maps_json("cgroups").and_then(|v| {
+        v["cgroups"]
+            .as_array()?
+            .iter()
+            .find(|c| c["id"] == app_cgroup)
+            .map(|c| c["class"].clone())
+    });
+    let routes = agent.routes();
+    let route = routes
+        .iter()
+        .find(|r| r["destination"] == "127.0.0.2/32" && Some(&r["class"]) == class.as_ref())
+        .unwrap_or_else(|| panic!("web.test route of the app pod's class: {routes:#?}"));
     assert_eq!(
         route["gateway"], "127.0.0.3",
         "the older policy keeps the destination: {route}"
@@ -194,9 +210,18 @@ fn scoped_policies_do_not_leak_to_other_workloads(
     let mut scoped = policy("scoped", "egress-gw", other.port(), gateway.port());
     scoped["spec"]["workloadSelector"] = json!({"matchLabels": {"app": "nobody"}});
     api.apply(&scoped);
-    agent.wait_until("scoped policy routed", |routes, _| {
-        routes.iter().any(|r| r["port"] == other.port())
+    wait("scoped policy accepted", || {
+        let status = api.get(
+            "/apis/egress-agent.io/v1alpha1/egressredirectpolicies",
+            "gw",
+            "scoped",
+        );
+        status["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+        })
     });
+    let _ = agent;
     assert_eq!(
         Probe::run(app, "tcp", &other.addr.to_string()).reply(),
         "other-direct",
@@ -220,7 +245,6 @@ fn kubernetes_mode_end_to_end() {
     let gateway = Server::start("127.0.0.3", "gateway");
     let dns = DnsServer::start(1, &[("web.test", "127.0.0.2")], &[]);
     let api = FakeApi::start();
-    let redirect = json!({"egress-agent.io/redirect": "true"});
     seed_cluster(&api, &direct, &gateway);
 
     let agent = Agent::start_kubernetes(&[
@@ -233,8 +257,12 @@ fn kubernetes_mode_end_to_end() {
         "--dns-server",
         &dns.addr(),
     ]);
-    agent.wait_until("policy routed from the API and DNS", |routes, _| {
-        routes.iter().any(|r| r["destination"] == "127.0.0.2/32")
+    agent.wait_status("policy's hostname resolved", |status| {
+        status["hosts"].as_array().is_some_and(|hosts| {
+            hosts
+                .iter()
+                .any(|h| h["name"] == "web.test" && h["addresses"][0]["address"] == "127.0.0.2")
+        })
     });
     wait("/ready once attached and synced", || {
         agent.admin_get("/ready").0 == 200
@@ -268,43 +296,15 @@ fn kubernetes_mode_end_to_end() {
 
     scoped_policies_do_not_leak_to_other_workloads(&api, &agent, &app_pod.container, &gateway);
 
-    // Removing the label stops the redirect.
-    api.apply(&namespace("apps", &json!({})));
-    wait("app pod no longer selected", || {
-        !cgroup_ids(&agent)
-            .iter()
-            .any(|(id, _)| *id == app_pod.pod.id())
-    });
-    assert_eq!(
-        Probe::run(&app_pod.container, "tcp", &target).reply(),
-        "direct"
-    );
-
-    // Deleting the pod cleans up.
-    api.apply(&namespace("apps", &redirect));
-    wait("selected again", || {
-        cgroup_ids(&agent).contains(&(app_pod.pod.id(), "selected".into()))
-    });
-    api.delete(&pod("apps", "app", APP_UID, &json!({})));
-    wait("deleted pod's entry removed", || {
-        !cgroup_ids(&agent)
-            .iter()
-            .any(|(id, _)| *id == app_pod.pod.id())
-    });
-
-    // The other order: the cgroup already exists when the pod shows up in the API.
-    api.apply(&pod("apps", "app", APP_UID, &json!({"app": "client"})));
-    wait(
-        "pod with an existing cgroup selected on its API event",
-        || cgroup_ids(&agent).contains(&(app_pod.pod.id(), "selected".into())),
-    );
-    assert_eq!(
-        Probe::run(&app_pod.container, "tcp", &target).reply(),
-        "gateway"
-    );
+    labels_and_deletion_are_followed(&api, &agent, &app_pod, &target);
 
     bad_policy_is_reported_and_changes_nothing(&api, &agent);
-    conflicts_and_unresolvable_hostnames_are_reported(&api, &agent, direct.port());
+    conflicts_and_unresolvable_hostnames_are_reported(
+        &api,
+        &agent,
+        direct.port(),
+        app_pod.pod.id(),
+    );
     if std::env::var_os("EGRESS_SHOW_LOG").is_some() {
         eprintln!("{}", agent.log());
     }
@@ -316,4 +316,48 @@ fn kubernetes_mode_end_to_end() {
         burstable,
         kubepods,
     ));
+}
+
+/// Removing the label stops the redirect, deleting the pod removes its entry, and a pod whose
+/// cgroup exists before its API event is selected on the event.
+fn labels_and_deletion_are_followed(
+    api: &FakeApi,
+    agent: &Agent,
+    app_pod: &PodCgroup,
+    target: &str,
+) {
+    let redirect = json!({"egress-agent.io/redirect": "true"});
+    api.apply(&namespace("apps", &json!({})));
+    wait("app pod no longer selected", || {
+        !cgroup_ids(agent)
+            .iter()
+            .any(|(id, _)| *id == app_pod.pod.id())
+    });
+    assert_eq!(
+        Probe::run(&app_pod.container, "tcp", target).reply(),
+        "direct"
+    );
+
+    // Deleting the pod cleans up.
+    api.apply(&namespace("apps", &redirect));
+    wait("selected again", || {
+        cgroup_ids(agent).contains(&(app_pod.pod.id(), "selected".into()))
+    });
+    api.delete(&pod("apps", "app", APP_UID, &json!({})));
+    wait("deleted pod's entry removed", || {
+        !cgroup_ids(agent)
+            .iter()
+            .any(|(id, _)| *id == app_pod.pod.id())
+    });
+
+    // The other order: the cgroup already exists when the pod shows up in the API.
+    api.apply(&pod("apps", "app", APP_UID, &json!({"app": "client"})));
+    wait(
+        "pod with an existing cgroup selected on its API event",
+        || cgroup_ids(agent).contains(&(app_pod.pod.id(), "selected".into())),
+    );
+    assert_eq!(
+        Probe::run(&app_pod.container, "tcp", target).reply(),
+        "gateway"
+    );
 }

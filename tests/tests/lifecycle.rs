@@ -4,35 +4,12 @@ use std::{fmt::Write as _, os::unix::fs::PermissionsExt as _};
 
 use egress_tests::{Agent, Probe, World, kernel_tests_enabled};
 
-/// `bpftool cgroup show PATH`: (attach type, program name) of every attachment.
-fn attachments_at(path: &std::path::Path) -> Vec<(String, String)> {
-    let output = std::process::Command::new("bpftool")
-        .args(["-j", "cgroup", "show"])
-        .arg(path)
-        .output()
-        .unwrap_or_else(|err| panic!("bpftool (installed by `cargo xtask setup`): {err}"));
-    assert!(
-        output.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    if text.trim().is_empty() {
-        return Vec::new();
-    }
-    let list: Vec<serde_json::Value> =
-        serde_json::from_str(&text).unwrap_or_else(|err| panic!("bpftool json {text}: {err}"));
-    let mut out: Vec<_> = list
-        .iter()
-        .map(|a| {
-            (
-                a["attach_type"].as_str().unwrap_or_default().to_owned(),
-                a["name"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+/// Programs the agent attaches (one per hook).
+const PROGRAMS: usize = egress_tests::cgroup::AGENT_ATTACH_TYPES.len();
+
+/// (attach type, program id) of every program attached at `path`, from the kernel.
+fn attachments_at(path: &std::path::Path) -> Vec<(u32, u32)> {
+    egress_tests::cgroup::attached_programs(path)
 }
 
 fn program_ids(agent: &Agent) -> Vec<u64> {
@@ -72,7 +49,7 @@ fn restart_adopts_pinned_state_with_one_attachment_per_hook() {
     let world = World::new();
     let mut agent = world.start_web_agent();
     let before = program_ids(&agent);
-    assert_eq!(before.len(), 8, "eight hooks attached");
+    assert_eq!(before.len(), PROGRAMS, "every hook attached");
     let status = agent.stop_with(libc::SIGTERM);
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
     assert_eq!(
@@ -81,20 +58,20 @@ fn restart_adopts_pinned_state_with_one_attachment_per_hook() {
         "SIGTERM leaves the pinned state working"
     );
     agent.spawn();
-    agent.wait_log("adopted=8 attached=0");
+    agent.wait_log(&format!("adopted={PROGRAMS} attached=0"));
     assert_eq!(
         program_ids(&agent),
         before,
         "the same programs stay attached"
     );
     let attached = attachments_at(world.root.path());
-    let hooks: std::collections::BTreeSet<_> = attached.iter().map(|(t, _)| t.clone()).collect();
+    let hooks: std::collections::BTreeSet<_> = attached.iter().map(|(t, _)| *t).collect();
     assert_eq!(
         attached.len(),
-        8,
+        PROGRAMS,
         "exactly one attachment per hook: {attached:#?}"
     );
-    assert_eq!(hooks.len(), 8, "{attached:#?}");
+    assert_eq!(hooks.len(), PROGRAMS, "{attached:#?}");
     assert_eq!(
         Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
         "gateway"
@@ -113,13 +90,13 @@ fn changing_the_attach_point_moves_every_link() {
         &format!("attach: {}", world.selected.path().display()),
     );
     agent.write_config(&config);
-    agent.wait_log("attached=8 removed=8");
+    agent.wait_log(&format!("attached={PROGRAMS} removed={PROGRAMS}"));
     assert_eq!(
         attachments_at(world.root.path()),
         Vec::new(),
         "old attach point left clean"
     );
-    assert_eq!(attachments_at(world.selected.path()).len(), 8);
+    assert_eq!(attachments_at(world.selected.path()).len(), PROGRAMS);
     assert_eq!(
         Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
         "gateway"
@@ -260,12 +237,12 @@ fn a_full_routes_map_gives_a_clear_error_and_keeps_running() {
         return;
     }
     let world = World::new();
-    let capacity = 131_072; // egress_common::limits::MAX_ROUTES_V4
-    // One more /32 than the IPv4 routes map holds, in 127.128.0.0/9.
+    let capacity = 65_536; // egress_common::maps::CIDRS.max_entries
+    // One more prefix than the prefix map holds: /31s in 127.128.0.0/9.
     let mut addresses = String::new();
     for i in 0..=capacity {
-        let [_, b, c, d] = (0x7f80_0000_u32 + i).to_be_bytes();
-        let _ = write!(addresses, "127.{b}.{c}.{d},");
+        let [_, b, c, d] = (0x7f80_0000_u32 + 2 * i).to_be_bytes();
+        let _ = write!(addresses, "127.{b}.{c}.{d}/31,");
     }
     let rules = format!(
         "  - name: huge\n    gateway: 127.0.0.3\n    addresses: [{}]\n    ports: [{{port: {}}}]\n",
@@ -274,7 +251,7 @@ fn a_full_routes_map_gives_a_clear_error_and_keeps_running() {
     );
     let mut agent = Agent::start(&world.config(&rules));
     agent.wait_log(&format!(
-        "ROUTES_V4 is full ({capacity} entries): 1 routes were not installed"
+        "map CIDRS is full ({capacity} entries): 1 entries were not installed"
     ));
     assert!(agent.is_running());
 }
@@ -297,6 +274,8 @@ fn maps_cli_prints_kubectl_style_tables() {
             "GATEWAY",
             "RULE",
             "HOST",
+            "SOURCE",
+            "EXPIRES",
             "REDIRECTS"
         ]
     );

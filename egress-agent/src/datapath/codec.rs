@@ -1,81 +1,53 @@
 //! Every conversion between the agent's route types and map bytes: byte order, IPv4 mapping,
-//! LPM prefix lengths, NUL-padded names and their truncation. Nothing else in the agent builds
+//! LPM prefix lengths, NUL-padded labels and their truncation. Nothing else in the agent builds
 //! or reads an `egress_common` key or value field by field.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::lpm_trie::Key;
 use egress_common::{
-    CgroupMode, HostLabel, RouteKey4, RouteKey6, RouteValue, RuleName, proto, route_flags,
+    AddrValue, CgroupEntry, Label, ResolverKey, cgroup_kind, proto, source, target_flags,
     v4_mapped, v4_unmapped,
 };
 use ipnet::IpNet;
 
-use crate::route::{Mode, Protocol, RouteMatch, RouteTarget};
+use crate::route::{
+    Action, AddrEntry, Entry, Gateways, Protocol, Refusal, Source, Target, TargetKey,
+};
 
-/// A route's key in its family's LPM trie: protocol and port in full, then the prefix.
-pub(crate) enum TrieKey {
-    /// In `ROUTES_V4`.
-    V4(Key<RouteKey4>),
-    /// In `ROUTES_V6`.
-    V6(Key<RouteKey6>),
-}
-
-/// The trie key of a route.
-pub(crate) fn trie_key(route: &RouteMatch) -> TrieKey {
-    let proto = protocol_number(route.protocol);
-    let port_be = route.port.to_be();
-    let prefix = u32::from(route.dest.prefix_len());
-    match route.dest.addr() {
-        IpAddr::V4(addr) => TrieKey::V4(Key::new(
-            RouteKey4::HEADER_BITS + prefix,
-            RouteKey4 {
-                proto,
-                reserved: 0,
-                port_be,
-                addr: addr.octets(),
-            },
-        )),
-        IpAddr::V6(addr) => TrieKey::V6(Key::new(
-            RouteKey6::HEADER_BITS + prefix,
-            RouteKey6 {
-                proto,
-                reserved: 0,
-                port_be,
-                addr: addr.octets(),
-            },
-        )),
+/// An address as the maps store it: 16 bytes, IPv4 mapped.
+pub(crate) fn addr_bytes(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
     }
 }
 
-/// The route an IPv4 trie key stands for; `None` for a key no agent writes.
-pub(crate) fn route_of_v4(key: &Key<RouteKey4>) -> Option<RouteMatch> {
-    let data = key.data();
-    route_match(
-        data.proto,
-        data.port_be,
-        IpAddr::V4(Ipv4Addr::from(data.addr)),
-        key.prefix_len().checked_sub(RouteKey4::HEADER_BITS)?,
+/// The address 16 stored bytes stand for (IPv4-mapped ones as IPv4).
+pub(crate) fn addr_of(bytes: [u8; 16]) -> IpAddr {
+    v4_unmapped(&bytes).map_or_else(
+        || IpAddr::V6(Ipv6Addr::from(bytes)),
+        |v4| IpAddr::V4(Ipv4Addr::from(v4)),
     )
 }
 
-/// The route an IPv6 trie key stands for.
-pub(crate) fn route_of_v6(key: &Key<RouteKey6>) -> Option<RouteMatch> {
-    let data = key.data();
-    route_match(
-        data.proto,
-        data.port_be,
-        IpAddr::V6(Ipv6Addr::from(data.addr)),
-        key.prefix_len().checked_sub(RouteKey6::HEADER_BITS)?,
-    )
+/// A prefix's key in `CIDRS`: IPv4 prefixes as IPv4-mapped IPv6 prefixes.
+pub(crate) fn cidr_key(net: &IpNet) -> Key<[u8; 16]> {
+    let prefix = match net {
+        IpNet::V4(v4) => 96 + u32::from(v4.prefix_len()),
+        IpNet::V6(v6) => u32::from(v6.prefix_len()),
+    };
+    Key::new(prefix, addr_bytes(net.network()))
 }
 
-fn route_match(proto: u8, port_be: u16, addr: IpAddr, prefix: u32) -> Option<RouteMatch> {
-    Some(RouteMatch {
-        protocol: protocol_of(proto)?,
-        port: u16::from_be(port_be),
-        dest: IpNet::new(addr, u8::try_from(prefix).ok()?).ok()?,
-    })
+/// The prefix a `CIDRS` key stands for.
+pub(crate) fn cidr_of(key: &Key<[u8; 16]>) -> Option<IpNet> {
+    let addr = addr_of(key.data());
+    let prefix = match addr {
+        IpAddr::V4(_) => key.prefix_len().checked_sub(96)?,
+        IpAddr::V6(_) => key.prefix_len(),
+    };
+    IpNet::new(addr, u8::try_from(prefix).ok()?).ok()
 }
 
 /// The IP protocol number of a protocol.
@@ -95,125 +67,165 @@ pub(crate) const fn protocol_of(number: u8) -> Option<Protocol> {
     }
 }
 
-/// The map value for a target, with its ids and selection groups.
-pub(crate) fn route_value(
-    target: &RouteTarget,
-    rule_id: u32,
-    route_id: u32,
-    groups: u32,
-) -> RouteValue {
-    let mut flags = 0;
-    if target.fail_closed {
-        flags |= route_flags::FAIL_CLOSED;
-    }
-    let gateway = match target.gateway {
-        Some(IpAddr::V4(v4)) => {
-            flags |= route_flags::GATEWAY_V4;
-            v4_mapped(v4.octets())
-        }
-        Some(IpAddr::V6(v6)) => v6.octets(),
-        None => [0; 16],
-    };
-    RouteValue {
-        gateway,
-        gateway_port_be: target.gateway_port.to_be(),
-        flags,
-        rule_id,
-        route_id,
-        groups,
-    }
-}
-
-/// The target a stored route value holds.
-pub(crate) fn target_of(value: &RouteValue) -> RouteTarget {
-    let gateway = value
-        .has_gateway()
-        .then(|| match v4_unmapped(&value.gateway) {
-            Some(v4) if value.flags & route_flags::GATEWAY_V4 != 0 => {
-                IpAddr::V4(Ipv4Addr::from(v4))
-            }
-            _ => IpAddr::V6(Ipv6Addr::from(value.gateway)),
-        });
-    RouteTarget {
-        gateway,
-        gateway_port: u16::from_be(value.gateway_port_be),
-        fail_closed: value.flags & route_flags::FAIL_CLOSED != 0,
-    }
-}
-
-/// The map value of a cgroup entry.
-pub(crate) const fn mode_value(mode: Mode) -> CgroupMode {
-    match mode {
-        Mode::Selected(groups) => CgroupMode {
-            mode: CgroupMode::SELECTED,
-            groups,
+/// A cgroup entry's value.
+pub(crate) const fn entry_value(entry: Entry) -> CgroupEntry {
+    match entry {
+        Entry::Selected(class) => CgroupEntry {
+            kind: cgroup_kind::SELECTED,
+            class,
         },
-        Mode::Exempt => CgroupMode {
-            mode: CgroupMode::EXEMPT,
-            groups: 0,
+        Entry::Exempt => CgroupEntry {
+            kind: cgroup_kind::EXEMPT,
+            class: 0,
         },
     }
 }
 
-/// The mode a cgroup entry holds; `None` for a value no agent writes.
-pub(crate) const fn mode_of(value: CgroupMode) -> Option<Mode> {
-    match value.mode {
-        CgroupMode::SELECTED => Some(Mode::Selected(value.groups)),
-        CgroupMode::EXEMPT => Some(Mode::Exempt),
+/// The entry a value holds; `None` for a value no agent writes.
+pub(crate) const fn entry_of(value: CgroupEntry) -> Option<Entry> {
+    match value.kind {
+        cgroup_kind::SELECTED => Some(Entry::Selected(value.class)),
+        cgroup_kind::EXEMPT => Some(Entry::Exempt),
         _ => None,
     }
 }
 
-/// `text` as the map stores it in a field of `len` bytes: cut to `len - 1` bytes at a character
-/// boundary, so a NUL always follows.
-pub(crate) fn stored_text(text: &str, len: usize) -> &str {
-    let mut end = text.len().min(len.saturating_sub(1));
+/// A target's key.
+pub(crate) fn target_key(key: &TargetKey) -> egress_common::TargetKey {
+    egress_common::TargetKey {
+        class: key.class,
+        set: key.set,
+        proto: protocol_number(key.protocol),
+        reserved: 0,
+        port_be: key.port.to_be(),
+    }
+}
+
+/// The key a stored target key stands for.
+pub(crate) fn target_key_of(key: &egress_common::TargetKey) -> Option<TargetKey> {
+    Some(TargetKey {
+        class: key.class,
+        set: key.set,
+        protocol: protocol_of(key.proto)?,
+        port: u16::from_be(key.port_be),
+    })
+}
+
+/// A target's value.
+pub(crate) fn target_value(target: &Target) -> egress_common::Target {
+    let mut value = egress_common::Target {
+        rule: target.rule,
+        counter: target.counter,
+        ..egress_common::Target::default()
+    };
+    match target.action {
+        Action::Redirect { gateways, port } => {
+            value.gateway4 = gateways.v4.map_or([0; 4], |v4| v4.octets());
+            value.gateway6 = gateways.v6.map_or([0; 16], |v6| v6.octets());
+            value.gateway_port_be = port.to_be();
+        }
+        Action::Refuse(reason) => {
+            value.flags = target_flags::REFUSE;
+            if reason == Refusal::Quic {
+                value.flags |= target_flags::QUIC;
+            }
+        }
+    }
+    value
+}
+
+/// The target a stored value holds.
+pub(crate) fn target_of(value: &egress_common::Target) -> Target {
+    let action = if value.flags & target_flags::REFUSE != 0 {
+        Action::Refuse(if value.flags & target_flags::QUIC != 0 {
+            Refusal::Quic
+        } else {
+            Refusal::FailClosed
+        })
+    } else {
+        Action::Redirect {
+            gateways: Gateways {
+                v4: value.has_v4().then(|| Ipv4Addr::from(value.gateway4)),
+                v6: value.has_v6().then(|| Ipv6Addr::from(value.gateway6)),
+            },
+            port: u16::from_be(value.gateway_port_be),
+        }
+    };
+    Target {
+        action,
+        rule: value.rule,
+        counter: value.counter,
+    }
+}
+
+/// An address entry's value.
+pub(crate) const fn addr_value(entry: &AddrEntry) -> AddrValue {
+    AddrValue {
+        set: entry.set,
+        source: match entry.source {
+            Source::Static => source::STATIC,
+            Source::Resolved => source::RESOLVED,
+            Source::Learned => source::LEARNED,
+        },
+        expires_ns: entry.expires_ns,
+    }
+}
+
+/// The entry a stored value holds; `None` for a value no agent or program writes.
+pub(crate) const fn addr_entry_of(value: &AddrValue) -> Option<AddrEntry> {
+    let source = match value.source {
+        source::STATIC => Source::Static,
+        source::RESOLVED => Source::Resolved,
+        source::LEARNED => Source::Learned,
+        _ => return None,
+    };
+    Some(AddrEntry {
+        set: value.set,
+        source,
+        expires_ns: value.expires_ns,
+    })
+}
+
+/// A trusted resolver's key.
+pub(crate) fn resolver_key(resolver: std::net::SocketAddr) -> ResolverKey {
+    ResolverKey {
+        addr: addr_bytes(resolver.ip()),
+        port_be: resolver.port().to_be(),
+        reserved: [0; 6],
+    }
+}
+
+/// The resolver a key stands for.
+pub(crate) fn resolver_of(key: &ResolverKey) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(addr_of(key.addr), u16::from_be(key.port_be))
+}
+
+/// `text` as a label stores it: cut to `LABEL_LEN - 1` bytes at a character boundary, so a NUL
+/// always follows.
+pub(crate) fn stored_text(text: &str) -> &str {
+    let mut end = text.len().min(egress_common::limits::LABEL_LEN - 1);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     &text[..end]
 }
 
-fn padded<const N: usize>(text: &str) -> [u8; N] {
-    let stored = stored_text(text, N);
-    let mut bytes = [0; N];
-    bytes[..stored.len()].copy_from_slice(stored.as_bytes());
-    bytes
+/// A label's value.
+pub(crate) fn label_value(text: &str) -> Label {
+    let stored = stored_text(text);
+    let mut label = Label::default();
+    label.bytes[..stored.len()].copy_from_slice(stored.as_bytes());
+    label
 }
 
-/// The text before the first NUL.
-fn unpadded(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// A rule name as the map stores it (see [`stored_text`]).
-pub(crate) fn rule_name_value(name: &str) -> RuleName {
-    RuleName {
-        bytes: padded(name),
-    }
-}
-
-/// A stored rule name.
-pub(crate) fn rule_name_of(value: &RuleName) -> String {
-    unpadded(&value.bytes)
-}
-
-/// The form a rule name takes in the map, to match names against stored ones.
-pub(crate) fn stored_rule_name(name: &str) -> &str {
-    stored_text(name, egress_common::limits::RULE_NAME_LEN)
-}
-
-/// A host label as the map stores it.
-pub(crate) fn host_label_value(label: &str) -> HostLabel {
-    HostLabel {
-        bytes: padded(label),
-    }
-}
-
-/// A stored host label.
-pub(crate) fn host_label_of(value: &HostLabel) -> String {
-    unpadded(&value.bytes)
+/// The text of a stored label (before the first NUL).
+pub(crate) fn label_of(label: &Label) -> String {
+    let end = label
+        .bytes
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(label.bytes.len());
+    String::from_utf8_lossy(&label.bytes[..end]).into_owned()
 }
 
 #[cfg(test)]

@@ -87,17 +87,34 @@ pub enum DatapathError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
-    /// The routes map has no room left.
-    #[error(
-        "map {map} is full ({capacity} entries): {dropped} routes were not installed; remove rules or addresses"
-    )]
-    RoutesFull {
+    /// A map has no room left.
+    #[error("map {map} is full ({capacity} entries)")]
+    Full {
         /// The map name.
         map: &'static str,
         /// Its capacity.
         capacity: u32,
-        /// How many desired routes did not fit.
-        dropped: usize,
+    },
+    /// The maps of an older layout could not be read for migration.
+    #[error("cannot read layout {version}'s map {map} to migrate it")]
+    Migrate {
+        /// The older layout version.
+        version: u32,
+        /// The map.
+        map: &'static str,
+        /// Why.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// The kernel is older than the oldest one the datapath supports.
+    #[error(
+        "kernel {found} is too old: egress-agent needs Linux {minimum} or newer (cgroup socket storage, cgroup_skb helpers)"
+    )]
+    KernelTooOld {
+        /// The running kernel's release.
+        found: String,
+        /// The minimum.
+        minimum: String,
     },
 }
 

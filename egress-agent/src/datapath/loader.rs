@@ -1,17 +1,23 @@
 //! Loading and attaching the programs, adopting what a previous run pinned, and uninstalling.
 //!
-//! Restarts never leave a gap: maps are pinned by name and reused, and a pinned link whose
-//! program is identical (same tag) to the one this binary carries is kept as it is. A changed
-//! program is attached next to the old one first; its link pin then replaces the old pin in
-//! one rename, which detaches the old program.
+//! Two steps, so that nothing runs half-ready:
+//!
+//! 1. [`load`] creates (or opens) this layout's pinned maps and loads every program into the
+//!    kernel, without attaching any. A program the verifier rejects fails here, with nothing
+//!    changed.
+//! 2. The engine fills the maps (and migrates older layouts' kernel-written entries); then
+//!    [`Loaded::attach`] attaches each program. A pinned link whose program is identical (same
+//!    tag, same maps) is kept as it is; a changed program is attached next to the old one and
+//!    its pin replaces the old pin in one rename, which detaches the old program. Links of
+//!    other attach cgroups and maps of other layout versions go last.
 
-use std::{fs::File, path::Path};
+use std::{collections::BTreeSet, fs::File, path::Path};
 
 use aya::{
-    EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::MapData,
     programs::{
-        CgroupAttachMode, CgroupSockAddr,
+        CgroupAttachMode, Program,
         links::{FdLink, PinnedLink},
     },
 };
@@ -35,85 +41,203 @@ pub struct Attachment {
     pub program_id: u32,
 }
 
-/// Loads the object with pinned maps under `pins` and makes sure every program is attached
-/// exactly once, at `cgroup`. What it did (links adopted, attached, removed) is logged.
-pub fn attach(pins: &PinDir, cgroup: &Path) -> Result<(), DatapathError> {
+/// The programs, loaded into the kernel with this layout's pinned maps, not attached yet.
+pub struct Loaded {
+    ebpf: Ebpf,
+    /// Whether a pinned map had another definition and was created afresh.
+    maps_replaced: bool,
+}
+
+/// Creates or opens the pinned maps of this layout under `pins` and loads every program.
+pub fn load(pins: &PinDir) -> Result<Loaded, DatapathError> {
     pins.prepare()?;
     let maps_replaced = drop_incompatible_maps(pins);
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pins.maps())
+    let paths: Vec<(&str, std::path::PathBuf)> = defs::ALL
+        .iter()
+        .map(|def| (def.name, pins.map(def.name)))
+        .collect();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
         .load(OBJECT)
         .map_err(|err| DatapathError::Load(Box::new(err)))?;
-    let cgroup_file = File::open(cgroup).map_err(|source| DatapathError::AttachCgroup {
-        path: cgroup.to_owned(),
-        source,
+    load_programs(&mut ebpf)?;
+    install_tail_calls(&mut ebpf)?;
+    Ok(Loaded {
+        ebpf,
+        maps_replaced,
+    })
+}
+
+/// Puts the tail-called programs in their program array (its pin keeps them there).
+fn install_tail_calls(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let map = ebpf.take_map(defs::ANSWERS.name).ok_or_else(|| {
+        DatapathError::map(defs::ANSWERS.name)(aya::maps::MapError::InvalidName {
+            name: defs::ANSWERS.name.to_owned(),
+        })
     })?;
-    let cgroup_id =
-        cgroupfs::cgroup_id(cgroup).map_err(|source| DatapathError::AttachCgroupId {
+    let mut answers: aya::maps::ProgramArray<MapData> = map
+        .try_into()
+        .map_err(DatapathError::map(defs::ANSWERS.name))?;
+    let name = programs::DNS_ANSWERS;
+    let program = ebpf
+        .program(name)
+        .ok_or_else(|| program_error(name)(aya::programs::ProgramError::NotLoaded))?;
+    let fd = program.fd().map_err(program_error(name))?;
+    answers
+        .set(0, fd, 0)
+        .map_err(DatapathError::map(defs::ANSWERS.name))
+}
+
+/// Loads every program of the object into the kernel (maps unpinned) and returns each
+/// program's verified instruction count where the kernel reports it (5.16+): whether this
+/// kernel accepts the datapath, changing nothing.
+pub fn preflight() -> Result<Vec<(&'static str, Option<u32>)>, DatapathError> {
+    let mut ebpf = Ebpf::load(OBJECT).map_err(|err| DatapathError::Load(Box::new(err)))?;
+    load_programs(&mut ebpf)?;
+    programs::ALL
+        .iter()
+        .chain(&programs::TAIL_CALLED)
+        .map(|name| {
+            let program = ebpf
+                .program(name)
+                .ok_or_else(|| program_error(name)(aya::programs::ProgramError::NotLoaded))?;
+            let info = program.info().map_err(program_error(name))?;
+            Ok((*name, info.verified_instruction_count()))
+        })
+        .collect()
+}
+
+fn program_error(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> DatapathError {
+    move |source| DatapathError::Program {
+        program: name,
+        source: Box::new(source),
+    }
+}
+
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    for name in programs::ALL.into_iter().chain(programs::TAIL_CALLED) {
+        let error = program_error(name);
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| error(aya::programs::ProgramError::NotLoaded))?;
+        match program {
+            Program::CgroupSockAddr(program) => program.load(),
+            Program::CgroupSock(program) => program.load(),
+            Program::CgroupSkb(program) => program.load(),
+            _ => Err(aya::programs::ProgramError::UnexpectedProgramType),
+        }
+        .map_err(&error)?;
+    }
+    Ok(())
+}
+
+/// Attaches `program` at `cgroup` and returns its link.
+fn attach_program(
+    name: &'static str,
+    program: &mut Program,
+    cgroup: &File,
+) -> Result<FdLink, DatapathError> {
+    let error = program_error(name);
+    let not_a_link = |source| DatapathError::NotALink {
+        program: name,
+        source,
+    };
+    let mode = CgroupAttachMode::Single;
+    match program {
+        Program::CgroupSockAddr(program) => {
+            let id = program.attach(cgroup, mode).map_err(&error)?;
+            program
+                .take_link(id)
+                .map_err(&error)?
+                .try_into()
+                .map_err(not_a_link)
+        }
+        Program::CgroupSock(program) => {
+            let id = program.attach(cgroup, mode).map_err(&error)?;
+            program
+                .take_link(id)
+                .map_err(&error)?
+                .try_into()
+                .map_err(not_a_link)
+        }
+        Program::CgroupSkb(program) => {
+            let attach_type = program
+                .expected_attach_type()
+                .ok_or_else(|| error(aya::programs::ProgramError::UnexpectedProgramType))?;
+            let id = program.attach(cgroup, attach_type, mode).map_err(&error)?;
+            program
+                .take_link(id)
+                .map_err(&error)?
+                .try_into()
+                .map_err(not_a_link)
+        }
+        _ => Err(error(aya::programs::ProgramError::UnexpectedProgramType)),
+    }
+}
+
+impl Loaded {
+    /// Makes sure every program is attached exactly once, at `cgroup`; then removes the links
+    /// of other attach cgroups and the maps of other layout versions. What it did is logged.
+    pub fn attach(mut self, pins: &PinDir, cgroup: &Path) -> Result<(), DatapathError> {
+        let cgroup_file = File::open(cgroup).map_err(|source| DatapathError::AttachCgroup {
             path: cgroup.to_owned(),
             source,
         })?;
-    let link_dir = pins.links_for(cgroup_id);
-    create_private_dir(&link_dir)?;
-    let pinned_maps = pinned_map_ids(pins);
-
-    let (mut adopted, mut attached) = (0, 0);
-    for name in programs::ALL {
-        let program_error = |source| DatapathError::Program {
-            program: name,
-            source: Box::new(source),
-        };
-        let program: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or_else(|| program_error(aya::programs::ProgramError::NotLoaded))?
-            .try_into()
-            .map_err(program_error)?;
-        program.load().map_err(program_error)?;
-        let tag = program.info().map_err(program_error)?.tag();
-        let pin = link_dir.join(name);
-        // Keep a pinned link only when its program is this one (same tag) and uses exactly the
-        // maps pinned now (not ones replaced by an earlier, interrupted run).
-        let keep = !maps_replaced
-            && pinned_program(&pin).is_some_and(|(_, pinned_tag, maps)| {
-                pinned_tag == tag && maps.iter().all(|id| pinned_maps.contains(id))
-            });
-        if keep {
-            debug!(program = name, "adopted pinned link");
-            adopted += 1;
-            continue;
-        }
-        let link_id = program
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(program_error)?;
-        let link: FdLink = program
-            .take_link(link_id)
-            .map_err(program_error)?
-            .try_into()
-            .map_err(|source| DatapathError::NotALink {
-                program: name,
+        let cgroup_id =
+            cgroupfs::cgroup_id(cgroup).map_err(|source| DatapathError::AttachCgroupId {
+                path: cgroup.to_owned(),
                 source,
             })?;
-        let staged = link_dir.join(format!("{name}_new"));
-        remove_if_present(&staged)?;
-        link.pin(&staged).map_err(|source| DatapathError::PinLink {
-            path: staged.clone(),
-            source,
-        })?;
-        std::fs::rename(&staged, &pin).map_err(|source| DatapathError::Link {
-            path: pin.clone(),
-            source,
-        })?;
-        attached += 1;
+        let link_dir = pins.links_for(cgroup_id);
+        create_private_dir(&link_dir)?;
+        let pinned_maps = pinned_map_ids(pins);
+        let (mut adopted, mut attached) = (0, 0);
+        for name in programs::ALL {
+            let program = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| program_error(name)(aya::programs::ProgramError::NotLoaded))?;
+            let tag = program.info().map_err(program_error(name))?.tag();
+            let pin = link_dir.join(name);
+            // Keep a pinned link only when its program is this one (same tag) and uses exactly
+            // the maps pinned now (not ones replaced by an earlier, interrupted run).
+            let keep = !self.maps_replaced
+                && pinned_program(&pin).is_some_and(|(_, pinned_tag, maps)| {
+                    pinned_tag == tag && maps.iter().all(|id| pinned_maps.contains(id))
+                });
+            if keep {
+                debug!(program = name, "adopted pinned link");
+                adopted += 1;
+                continue;
+            }
+            let link = attach_program(name, program, &cgroup_file)?;
+            let staged = link_dir.join(format!("{name}_new"));
+            remove_if_present(&staged)?;
+            link.pin(&staged).map_err(|source| DatapathError::PinLink {
+                path: staged.clone(),
+                source,
+            })?;
+            std::fs::rename(&staged, &pin).map_err(|source| DatapathError::Link {
+                path: pin.clone(),
+                source,
+            })?;
+            attached += 1;
+        }
+        let removed = remove_other_attachments(pins, cgroup_id)?;
+        let retired = remove_other_versions(pins)?;
+        info!(
+            cgroup = %cgroup.display(),
+            adopted,
+            attached,
+            removed,
+            retired_layouts = ?retired,
+            "programs attached"
+        );
+        Ok(())
     }
-    let removed = remove_other_attachments(pins, cgroup_id)?;
-    info!(
-        cgroup = %cgroup.display(),
-        adopted,
-        attached,
-        removed,
-        "programs attached"
-    );
-    Ok(())
 }
 
 /// The attachments pinned under `pins`.
@@ -140,8 +264,8 @@ pub fn attachments(pins: &PinDir) -> Vec<Attachment> {
     found
 }
 
-/// Detaches every program and removes every pinned object under `pins`. Returns how many
-/// links were removed.
+/// Detaches every program and removes every pinned object under `pins`, of every layout.
+/// Returns how many links were removed.
 pub fn uninstall(pins: &PinDir) -> Result<usize, DatapathError> {
     if !pins.exists() {
         return Ok(0);
@@ -150,12 +274,14 @@ pub fn uninstall(pins: &PinDir) -> Result<usize, DatapathError> {
     for def in defs::ALL {
         remove_if_present(&pins.map(def.name))?;
     }
-    for dir in [pins.maps(), pins.links(), pins.root().to_owned()] {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(DatapathError::Link { path: dir, source }),
-        }
+    remove_other_versions(pins)?;
+    for dir in [
+        pins.maps(),
+        pins.maps_root(),
+        pins.links(),
+        pins.root().to_owned(),
+    ] {
+        remove_dir_if_present(&dir)?;
     }
     info!(dir = %pins.root().display(), links = removed, "uninstalled");
     Ok(removed)
@@ -172,8 +298,8 @@ fn pinned_program(pin: &Path) -> Option<(u32, u64, Vec<u32>)> {
     Some((program_id, info.tag(), maps))
 }
 
-/// The kernel ids of the maps pinned under `pins`.
-fn pinned_map_ids(pins: &PinDir) -> std::collections::BTreeSet<u32> {
+/// The kernel ids of this layout's maps pinned under `pins`.
+fn pinned_map_ids(pins: &PinDir) -> BTreeSet<u32> {
     defs::ALL
         .iter()
         .filter_map(|def| {
@@ -208,6 +334,24 @@ fn remove_other_attachments(pins: &PinDir, keep: u64) -> Result<usize, DatapathE
     Ok(removed)
 }
 
+/// Unpins the maps of every other layout version (the kernel frees them once no program uses
+/// them). Returns the versions removed.
+fn remove_other_versions(pins: &PinDir) -> Result<Vec<u32>, DatapathError> {
+    let versions = pins.other_versions();
+    for version in &versions {
+        let dir = pins.version(*version);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().is_file() {
+                remove_if_present(&entry.path())?;
+            }
+        }
+        if *version > 1 {
+            remove_dir_if_present(&dir)?;
+        }
+    }
+    Ok(versions)
+}
+
 fn remove_if_present(path: &Path) -> Result<(), DatapathError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -219,8 +363,20 @@ fn remove_if_present(path: &Path) -> Result<(), DatapathError> {
     }
 }
 
-/// Unpins maps whose definition differs from this binary's (after an upgrade that changed the
-/// ABI), so that the loader creates them afresh. Returns whether any was dropped.
+fn remove_dir_if_present(path: &Path) -> Result<(), DatapathError> {
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::Link {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Unpins this layout's maps whose definition differs from this binary's (a capacity changed
+/// without a new layout version, which the ABI test forbids; or a map left behind by a crash
+/// mid-creation), so that the loader creates them afresh. Returns whether any was dropped.
 fn drop_incompatible_maps(pins: &PinDir) -> bool {
     let mut dropped = false;
     for def in defs::ALL {
@@ -231,7 +387,9 @@ fn drop_incompatible_maps(pins: &PinDir) -> bool {
         let compatible = MapData::from_pin(&path)
             .and_then(|map| map.info())
             .is_ok_and(|info| {
+                let kind = info.map_type().map_or(u32::MAX, |kind| kind as u32);
                 def.matches(
+                    kind,
                     info.key_size(),
                     info.value_size(),
                     info.max_entries(),

@@ -1,69 +1,82 @@
-//! Typed access to the pinned maps, shared by the agent and the CLI. Keys and values go through
-//! [`super::codec`].
+//! Typed access to the pinned maps of this layout, shared by the engine and the CLI. Keys and
+//! values go through [`super::codec`]; every map operation's error names its map.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::maps::{
-    HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+    Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
     lpm_trie::LpmTrie,
 };
 use egress_common::{
-    CgroupMode, HostLabel, RouteKey4, RouteKey6, RouteValue, RuleName,
-    maps::{self as defs, MapDef},
-    stat,
+    AddrKey, AddrValue, CgroupEntry, CidrValue, Config, Counters, Label, LabelKey, PatternValue,
+    ResolvedKey, ResolverKey, TargetKey as RawTargetKey, maps as defs, maps::MapDef, stat,
 };
+use ipnet::IpNet;
 
-use super::{
-    DatapathError,
-    codec::{self, TrieKey},
-};
+use super::{DatapathError, codec};
 use crate::{
     bpffs::PinDir,
-    route::{Groups, Mode, RouteMatch, RouteTarget},
+    route::{AddrEntry, Entry, Target, TargetKey},
 };
 
-/// The pinned maps, opened.
-pub struct Maps {
-    routes_v4: LpmTrie<MapData, RouteKey4, RouteValue>,
-    routes_v6: LpmTrie<MapData, RouteKey6, RouteValue>,
-    cgroups: BpfHashMap<MapData, u64, CgroupMode>,
-    route_stats: PerCpuHashMap<MapData, u32, u64>,
-    stats: PerCpuArray<MapData, u64>,
-    rule_names: BpfHashMap<MapData, u32, RuleName>,
-    route_hosts: BpfHashMap<MapData, u32, HostLabel>,
-    /// Possible CPUs: the length of every per-CPU value.
-    cpus: usize,
+/// A hash map of this layout, with errors that name it.
+struct Table<K: aya::Pod, V: aya::Pod> {
+    def: MapDef,
+    map: BpfHashMap<MapData, K, V>,
 }
 
-/// A route as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteEntry {
-    /// What it matches.
-    pub route: RouteMatch,
-    /// Where it sends connections.
-    pub target: RouteTarget,
-    /// Its rule: key of the rule names.
-    pub rule_id: u32,
-    /// Its counter and host label: key of the route counters and host labels.
-    pub route_id: u32,
-    /// The selection groups it applies to.
-    pub groups: Groups,
-}
+impl<K: aya::Pod + Ord, V: aya::Pod> Table<K, V> {
+    fn open(pins: &PinDir, def: MapDef) -> Result<Self, DatapathError> {
+        Ok(Self {
+            def,
+            map: open(pins, def)?
+                .try_into()
+                .map_err(DatapathError::map(def.name))?,
+        })
+    }
 
-impl RouteEntry {
-    fn from_value(route: RouteMatch, value: &RouteValue) -> Self {
-        Self {
-            route,
-            target: codec::target_of(value),
-            rule_id: value.rule_id,
-            route_id: value.route_id,
-            groups: value.groups,
+    fn entries(&self) -> Result<Vec<(K, V)>, DatapathError> {
+        self.map
+            .iter()
+            .map(|item| item.map_err(DatapathError::map(self.def.name)))
+            .collect()
+    }
+
+    fn get(&self, key: &K) -> Result<Option<V>, DatapathError> {
+        match self.map.get(key, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(err) => Err(DatapathError::map(self.def.name)(err)),
         }
     }
 
-    fn value(&self) -> RouteValue {
-        codec::route_value(&self.target, self.rule_id, self.route_id, self.groups)
+    fn put(&mut self, key: &K, value: &V) -> Result<(), DatapathError> {
+        self.map
+            .insert(key, value, 0)
+            .map_err(|err| full_or(err, self.def))
     }
+
+    fn delete(&mut self, key: &K) -> Result<(), DatapathError> {
+        ignore_missing(self.map.remove(key)).map_err(DatapathError::map(self.def.name))
+    }
+}
+
+/// The pinned maps of this layout, opened.
+pub struct Maps {
+    config: Array<MapData, Config>,
+    cgroups: Table<u64, CgroupEntry>,
+    addresses: Table<[u8; 16], AddrValue>,
+    learned: Table<AddrKey, AddrValue>,
+    cidrs: LpmTrie<MapData, [u8; 16], CidrValue>,
+    targets: Table<RawTargetKey, egress_common::Target>,
+    patterns: Table<u64, PatternValue>,
+    trusted: Table<ResolverKey, u32>,
+    counters: PerCpuHashMap<MapData, u32, Counters>,
+    stats: PerCpuArray<MapData, u64>,
+    labels: Table<LabelKey, Label>,
+    resolved: Table<ResolvedKey, u64>,
+    /// Possible CPUs: the length of every per-CPU value.
+    cpus: usize,
 }
 
 fn open(pins: &PinDir, def: MapDef) -> Result<Map, DatapathError> {
@@ -84,91 +97,244 @@ macro_rules! typed {
 }
 
 impl Maps {
-    /// Opens the maps pinned under `pins`.
+    /// Opens the maps of this layout pinned under `pins`.
     pub fn open(pins: &PinDir) -> Result<Self, DatapathError> {
         Ok(Self {
-            routes_v4: typed!(pins, defs::ROUTES_V4),
-            routes_v6: typed!(pins, defs::ROUTES_V6),
-            cgroups: typed!(pins, defs::CGROUPS),
-            route_stats: typed!(pins, defs::ROUTE_STATS),
+            config: typed!(pins, defs::CONFIG),
+            cgroups: Table::open(pins, defs::CGROUPS)?,
+            addresses: Table::open(pins, defs::ADDRESSES)?,
+            learned: Table::open(pins, defs::LEARNED)?,
+            cidrs: typed!(pins, defs::CIDRS),
+            targets: Table::open(pins, defs::TARGETS)?,
+            patterns: Table::open(pins, defs::PATTERNS)?,
+            trusted: Table::open(pins, defs::TRUSTED)?,
+            counters: typed!(pins, defs::COUNTERS),
             stats: typed!(pins, defs::STATS),
-            rule_names: typed!(pins, defs::RULE_NAMES),
-            route_hosts: typed!(pins, defs::ROUTE_HOSTS),
+            labels: Table::open(pins, defs::LABELS)?,
+            resolved: Table::open(pins, defs::RESOLVED)?,
             cpus: aya::util::nr_cpus()
                 .map_err(|(_, source)| DatapathError::PossibleCpus { source })?,
         })
     }
 
-    /// Every installed route, IPv4 first.
-    pub fn routes(&self) -> Result<Vec<RouteEntry>, DatapathError> {
-        let mut entries = Vec::new();
-        for item in &self.routes_v4 {
-            let (key, value) = item.map_err(DatapathError::map(defs::ROUTES_V4.name))?;
-            if let Some(route) = codec::route_of_v4(&key) {
-                entries.push(RouteEntry::from_value(route, &value));
+    /// The settings the programs read (all zero before the agent first wrote them).
+    pub fn config(&self) -> Result<Config, DatapathError> {
+        self.config
+            .get(&0, 0)
+            .map_err(DatapathError::map(defs::CONFIG.name))
+    }
+
+    /// Writes the settings.
+    pub fn put_config(&mut self, config: &Config) -> Result<(), DatapathError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(DatapathError::map(defs::CONFIG.name))
+    }
+
+    /// Cgroup entries; an entry no agent would write reads as `None`.
+    pub fn cgroups(&self) -> Result<BTreeMap<u64, Option<Entry>>, DatapathError> {
+        Ok(self
+            .cgroups
+            .entries()?
+            .into_iter()
+            .map(|(id, value)| (id, codec::entry_of(value)))
+            .collect())
+    }
+
+    /// Sets a cgroup entry.
+    pub fn put_cgroup(&mut self, id: u64, entry: Entry) -> Result<(), DatapathError> {
+        self.cgroups.put(&id, &codec::entry_value(entry))
+    }
+
+    /// Removes a cgroup entry.
+    pub fn delete_cgroup(&mut self, id: u64) -> Result<(), DatapathError> {
+        self.cgroups.delete(&id)
+    }
+
+    /// Static and resolved addresses.
+    pub fn addresses(&self) -> Result<BTreeMap<IpAddr, AddrEntry>, DatapathError> {
+        Ok(self
+            .addresses
+            .entries()?
+            .into_iter()
+            .filter_map(|(addr, value)| Some((codec::addr_of(addr), codec::addr_entry_of(&value)?)))
+            .collect())
+    }
+
+    /// Sets an address.
+    pub fn put_address(&mut self, addr: IpAddr, entry: &AddrEntry) -> Result<(), DatapathError> {
+        self.addresses
+            .put(&codec::addr_bytes(addr), &codec::addr_value(entry))
+    }
+
+    /// Removes an address.
+    pub fn delete_address(&mut self, addr: IpAddr) -> Result<(), DatapathError> {
+        self.addresses.delete(&codec::addr_bytes(addr))
+    }
+
+    /// Learned addresses: (scope, address) → entry.
+    pub fn learned(&self) -> Result<BTreeMap<(u64, IpAddr), AddrEntry>, DatapathError> {
+        Ok(self
+            .learned
+            .entries()?
+            .into_iter()
+            .filter_map(|(key, value)| {
+                Some((
+                    (key.scope, codec::addr_of(key.addr)),
+                    codec::addr_entry_of(&value)?,
+                ))
+            })
+            .collect())
+    }
+
+    /// Stores a learned address (the kernel writes these; the agent carries them across layout
+    /// versions).
+    pub fn put_learned(
+        &mut self,
+        scope: u64,
+        addr: IpAddr,
+        entry: &AddrEntry,
+    ) -> Result<(), DatapathError> {
+        let key = AddrKey {
+            scope,
+            addr: codec::addr_bytes(addr),
+        };
+        self.learned.put(&key, &codec::addr_value(entry))
+    }
+
+    /// Removes a learned address.
+    pub fn delete_learned(&mut self, scope: u64, addr: IpAddr) -> Result<(), DatapathError> {
+        self.learned.delete(&AddrKey {
+            scope,
+            addr: codec::addr_bytes(addr),
+        })
+    }
+
+    /// Static prefixes and their sets.
+    pub fn cidrs(&self) -> Result<BTreeMap<IpNet, u32>, DatapathError> {
+        let mut out = BTreeMap::new();
+        for item in &self.cidrs {
+            let (key, value) = item.map_err(DatapathError::map(defs::CIDRS.name))?;
+            if let Some(net) = codec::cidr_of(&key) {
+                out.insert(net, value.set);
             }
         }
-        for item in &self.routes_v6 {
-            let (key, value) = item.map_err(DatapathError::map(defs::ROUTES_V6.name))?;
-            if let Some(route) = codec::route_of_v6(&key) {
-                entries.push(RouteEntry::from_value(route, &value));
+        Ok(out)
+    }
+
+    /// Sets a prefix's set.
+    pub fn put_cidr(&mut self, net: &IpNet, set: u32) -> Result<(), DatapathError> {
+        let value = CidrValue { set, reserved: 0 };
+        self.cidrs
+            .insert(&codec::cidr_key(net), value, 0)
+            .map_err(|err| full_or(err, defs::CIDRS))
+    }
+
+    /// Removes a prefix.
+    pub fn delete_cidr(&mut self, net: &IpNet) -> Result<(), DatapathError> {
+        ignore_missing(self.cidrs.remove(&codec::cidr_key(net)))
+            .map_err(DatapathError::map(defs::CIDRS.name))
+    }
+
+    /// Every target.
+    pub fn targets(&self) -> Result<BTreeMap<TargetKey, Target>, DatapathError> {
+        Ok(self
+            .targets
+            .entries()?
+            .into_iter()
+            .filter_map(|(key, value)| {
+                Some((codec::target_key_of(&key)?, codec::target_of(&value)))
+            })
+            .collect())
+    }
+
+    /// Sets a target.
+    pub fn put_target(&mut self, key: &TargetKey, target: &Target) -> Result<(), DatapathError> {
+        self.targets
+            .put(&codec::target_key(key), &codec::target_value(target))
+    }
+
+    /// Removes a target.
+    pub fn delete_target(&mut self, key: &TargetKey) -> Result<(), DatapathError> {
+        self.targets.delete(&codec::target_key(key))
+    }
+
+    /// Patterns: name hash → pattern id.
+    pub fn patterns(&self) -> Result<BTreeMap<u64, u32>, DatapathError> {
+        Ok(self
+            .patterns
+            .entries()?
+            .into_iter()
+            .map(|(hash, value)| (hash, value.pattern))
+            .collect())
+    }
+
+    /// Sets a pattern.
+    pub fn put_pattern(&mut self, hash: u64, pattern: u32) -> Result<(), DatapathError> {
+        self.patterns.put(
+            &hash,
+            &PatternValue {
+                pattern,
+                reserved: 0,
+            },
+        )
+    }
+
+    /// Removes a pattern.
+    pub fn delete_pattern(&mut self, hash: u64) -> Result<(), DatapathError> {
+        self.patterns.delete(&hash)
+    }
+
+    /// Trusted resolvers.
+    pub fn trusted(&self) -> Result<Vec<std::net::SocketAddr>, DatapathError> {
+        Ok(self
+            .trusted
+            .entries()?
+            .iter()
+            .map(|(key, _)| codec::resolver_of(key))
+            .collect())
+    }
+
+    /// Trusts a resolver.
+    pub fn put_trusted(&mut self, resolver: std::net::SocketAddr) -> Result<(), DatapathError> {
+        self.trusted.put(&codec::resolver_key(resolver), &0)
+    }
+
+    /// Stops trusting a resolver.
+    pub fn delete_trusted(&mut self, resolver: std::net::SocketAddr) -> Result<(), DatapathError> {
+        self.trusted.delete(&codec::resolver_key(resolver))
+    }
+
+    /// Every counter slot, summed over CPUs.
+    pub fn counters(&self) -> Result<BTreeMap<u32, Counters>, DatapathError> {
+        let mut out = BTreeMap::new();
+        for item in &self.counters {
+            let (slot, values) = item.map_err(DatapathError::map(defs::COUNTERS.name))?;
+            let mut sum = Counters::default();
+            for value in values.iter() {
+                sum.redirected += value.redirected;
+                sum.refused += value.refused;
+                sum.family_mismatch += value.family_mismatch;
+                sum.reversed += value.reversed;
+                sum.unselected += value.unselected;
             }
+            out.insert(slot, sum);
         }
-        Ok(entries)
+        Ok(out)
     }
 
-    /// Installs or replaces a route.
-    pub fn put_route(&mut self, entry: &RouteEntry) -> Result<(), DatapathError> {
-        let value = entry.value();
-        match codec::trie_key(&entry.route) {
-            TrieKey::V4(key) => self
-                .routes_v4
-                .insert(&key, value, 0)
-                .map_err(|err| full_or(err, defs::ROUTES_V4)),
-            TrieKey::V6(key) => self
-                .routes_v6
-                .insert(&key, value, 0)
-                .map_err(|err| full_or(err, defs::ROUTES_V6)),
-        }
-    }
-
-    /// Removes a route.
-    pub fn delete_route(&mut self, route: &RouteMatch) -> Result<(), DatapathError> {
-        match codec::trie_key(route) {
-            TrieKey::V4(key) => self
-                .routes_v4
-                .remove(&key)
-                .map_err(DatapathError::map(defs::ROUTES_V4.name)),
-            TrieKey::V6(key) => self
-                .routes_v6
-                .remove(&key)
-                .map_err(DatapathError::map(defs::ROUTES_V6.name)),
-        }
-    }
-
-    /// Creates (or resets to zero) the counter of a route.
-    pub fn reset_route_counter(&mut self, route_id: u32) -> Result<(), DatapathError> {
-        let zeros = PerCpuValues::try_from(vec![0_u64; self.cpus])
+    /// Creates (or resets to zero) a counter slot.
+    pub fn reset_counter(&mut self, slot: u32) -> Result<(), DatapathError> {
+        let zeros = PerCpuValues::try_from(vec![Counters::default(); self.cpus])
             .map_err(|source| DatapathError::PossibleCpus { source })?;
-        self.route_stats
-            .insert(route_id, zeros, 0)
-            .map_err(DatapathError::map(defs::ROUTE_STATS.name))
+        self.counters
+            .insert(slot, zeros, 0)
+            .map_err(|err| full_or(err, defs::COUNTERS))
     }
 
-    /// Removes the counter of a route.
-    pub fn delete_route_counter(&mut self, route_id: u32) -> Result<(), DatapathError> {
-        ignore_missing(self.route_stats.remove(&route_id))
-            .map_err(DatapathError::map(defs::ROUTE_STATS.name))
-    }
-
-    /// Redirect counts by route id, summed over CPUs.
-    pub fn route_counts(&self) -> Result<HashMap<u32, u64>, DatapathError> {
-        let mut counts = HashMap::new();
-        for item in &self.route_stats {
-            let (id, values) = item.map_err(DatapathError::map(defs::ROUTE_STATS.name))?;
-            counts.insert(id, values.iter().sum());
-        }
-        Ok(counts)
+    /// Removes a counter slot.
+    pub fn delete_counter(&mut self, slot: u32) -> Result<(), DatapathError> {
+        ignore_missing(self.counters.remove(&slot)).map_err(DatapathError::map(defs::COUNTERS.name))
     }
 
     /// The global counters, summed over CPUs, in [`stat::NAMES`] order.
@@ -184,97 +350,89 @@ impl Maps {
         Ok(out)
     }
 
-    /// Cgroup entries; an entry no agent would write reads as `None`.
-    pub fn cgroups(&self) -> Result<BTreeMap<u64, Option<Mode>>, DatapathError> {
-        let mut out = BTreeMap::new();
-        for item in &self.cgroups {
-            let (id, mode) = item.map_err(DatapathError::map(defs::CGROUPS.name))?;
-            out.insert(id, codec::mode_of(mode));
-        }
-        Ok(out)
+    /// Labels of one kind, by id.
+    pub fn labels(&self, kind: u32) -> Result<BTreeMap<u32, String>, DatapathError> {
+        Ok(self
+            .labels
+            .entries()?
+            .into_iter()
+            .filter(|(key, _)| key.kind == kind)
+            .map(|(key, label)| (key.id, codec::label_of(&label)))
+            .collect())
     }
 
-    /// Sets a cgroup entry.
-    pub fn put_cgroup(&mut self, id: u64, mode: Mode) -> Result<(), DatapathError> {
-        self.cgroups
-            .insert(id, codec::mode_value(mode), 0)
-            .map_err(DatapathError::map(defs::CGROUPS.name))
+    /// Sets a label.
+    pub fn put_label(&mut self, kind: u32, id: u32, text: &str) -> Result<(), DatapathError> {
+        self.labels
+            .put(&LabelKey { kind, id }, &codec::label_value(text))
     }
 
-    /// Removes a cgroup entry.
-    pub fn delete_cgroup(&mut self, id: u64) -> Result<(), DatapathError> {
-        ignore_missing(self.cgroups.remove(&id)).map_err(DatapathError::map(defs::CGROUPS.name))
+    /// Removes a label.
+    pub fn delete_label(&mut self, kind: u32, id: u32) -> Result<(), DatapathError> {
+        self.labels.delete(&LabelKey { kind, id })
     }
 
-    /// Rule names by id.
-    pub fn rule_names(&self) -> Result<BTreeMap<u32, String>, DatapathError> {
-        let mut out = BTreeMap::new();
-        for item in &self.rule_names {
-            let (id, name) = item.map_err(DatapathError::map(defs::RULE_NAMES.name))?;
-            out.insert(id, codec::rule_name_of(&name));
-        }
-        Ok(out)
+    /// The resolver's answers: (pattern id, address) → when their TTL ends (monotonic ns).
+    pub fn resolved(&self) -> Result<BTreeMap<(u32, IpAddr), u64>, DatapathError> {
+        Ok(self
+            .resolved
+            .entries()?
+            .into_iter()
+            .map(|(key, expires)| ((key.pattern, codec::addr_of(key.addr)), expires))
+            .collect())
     }
 
-    /// Sets a rule name (cut to the field, see [`codec::stored_rule_name`]).
-    pub fn put_rule_name(&mut self, id: u32, name: &str) -> Result<(), DatapathError> {
-        self.rule_names
-            .insert(id, codec::rule_name_value(name), 0)
-            .map_err(DatapathError::map(defs::RULE_NAMES.name))
+    /// Records one of the resolver's answers.
+    pub fn put_resolved(
+        &mut self,
+        pattern: u32,
+        addr: IpAddr,
+        expires_ns: u64,
+    ) -> Result<(), DatapathError> {
+        self.resolved.put(&resolved_key(pattern, addr), &expires_ns)
     }
 
-    /// Removes a rule name.
-    pub fn delete_rule_name(&mut self, id: u32) -> Result<(), DatapathError> {
-        ignore_missing(self.rule_names.remove(&id))
-            .map_err(DatapathError::map(defs::RULE_NAMES.name))
-    }
-}
-
-impl Maps {
-    /// Host labels by route id.
-    pub fn host_labels(&self) -> Result<BTreeMap<u32, String>, DatapathError> {
-        let mut out = BTreeMap::new();
-        for item in &self.route_hosts {
-            let (id, label) = item.map_err(DatapathError::map(defs::ROUTE_HOSTS.name))?;
-            out.insert(id, codec::host_label_of(&label));
-        }
-        Ok(out)
+    /// Forgets one of the resolver's answers.
+    pub fn delete_resolved(&mut self, pattern: u32, addr: IpAddr) -> Result<(), DatapathError> {
+        self.resolved.delete(&resolved_key(pattern, addr))
     }
 
-    /// Sets the host label of a route.
-    pub fn put_host_label(&mut self, route_id: u32, label: &str) -> Result<(), DatapathError> {
-        self.route_hosts
-            .insert(route_id, codec::host_label_value(label), 0)
-            .map_err(DatapathError::map(defs::ROUTE_HOSTS.name))
-    }
-
-    /// Removes the host label of a route.
-    pub fn delete_host_label(&mut self, route_id: u32) -> Result<(), DatapathError> {
-        ignore_missing(self.route_hosts.remove(&route_id))
-            .map_err(DatapathError::map(defs::ROUTE_HOSTS.name))
+    /// One address's entry (for `explain`).
+    pub fn address(&self, addr: IpAddr) -> Result<Option<AddrEntry>, DatapathError> {
+        Ok(self
+            .addresses
+            .get(&codec::addr_bytes(addr))?
+            .and_then(|value| codec::addr_entry_of(&value)))
     }
 }
 
-fn full_or(err: aya::maps::MapError, def: MapDef) -> DatapathError {
-    if let aya::maps::MapError::SyscallError(syscall) = &err
+fn resolved_key(pattern: u32, addr: IpAddr) -> ResolvedKey {
+    ResolvedKey {
+        pattern,
+        reserved: 0,
+        addr: codec::addr_bytes(addr),
+    }
+}
+
+fn full_or(err: MapError, def: MapDef) -> DatapathError {
+    if let MapError::SyscallError(syscall) = &err
         && matches!(
             syscall.io_error.raw_os_error(),
-            Some(libc::ENOSPC | libc::E2BIG)
+            Some(libc::ENOSPC | libc::E2BIG | libc::ENOMEM)
         )
     {
-        return DatapathError::RoutesFull {
+        return DatapathError::Full {
             map: def.name,
             capacity: def.max_entries,
-            dropped: 1,
         };
     }
     DatapathError::map(def.name)(err)
 }
 
-fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(syscall))
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(syscall))
             if syscall.io_error.raw_os_error() == Some(libc::ENOENT) =>
         {
             Ok(())

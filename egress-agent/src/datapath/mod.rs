@@ -1,14 +1,16 @@
-//! The kernel side as userspace sees it: loading and attaching the programs, and the pinned maps.
+//! The kernel side as userspace sees it: loading and attaching the programs, the pinned maps,
+//! and carrying state over from older map layouts.
 
 mod codec;
 mod error;
 mod loader;
 mod maps;
+mod migrate;
 
-pub(crate) use codec::stored_rule_name;
 pub use error::DatapathError;
-pub use loader::{Attachment, attach, attachments, uninstall};
-pub use maps::{Maps, RouteEntry};
+pub use loader::{Attachment, Loaded, attachments, load, preflight, uninstall};
+pub use maps::Maps;
+pub use migrate::{Carried, carry_over};
 
 /// The eBPF object built by build.rs.
 pub(crate) static OBJECT: &[u8] =

@@ -151,13 +151,59 @@ impl DnsEngine {
         self.wake.notify_one();
     }
 
-    /// The addresses to route for each hostname.
-    pub fn routed(&self) -> BTreeMap<String, BTreeSet<IpAddr>> {
+    /// The addresses to route for each hostname, with when each leaves the routes unless an
+    /// answer contains it again (its TTL plus grace).
+    pub fn routed(&self) -> BTreeMap<String, BTreeMap<IpAddr, Instant>> {
+        let shared = self.lock();
+        let grace = shared.settings.timing.grace;
+        shared
+            .hosts
+            .iter()
+            .map(|(name, state)| {
+                let addresses = state
+                    .addresses
+                    .iter()
+                    .map(|(addr, tracked)| (*addr, tracked.expires + grace))
+                    .collect();
+                (name.clone(), addresses)
+            })
+            .collect()
+    }
+
+    /// Each hostname's addresses with when their TTL runs out: what a restart starts from.
+    pub fn answers(&self) -> BTreeMap<String, BTreeMap<IpAddr, Instant>> {
         self.lock()
             .hosts
             .iter()
-            .map(|(name, state)| (name.clone(), state.addresses.keys().copied().collect()))
+            .map(|(name, state)| {
+                let addresses = state
+                    .addresses
+                    .iter()
+                    .map(|(addr, tracked)| (*addr, tracked.expires))
+                    .collect();
+                (name.clone(), addresses)
+            })
             .collect()
+    }
+
+    /// Gives a configured hostname an address a previous run knew, whose TTL runs out at
+    /// `expires` (kept as long as queries fail, like any other address; an answer that lacks it
+    /// lets it age out through the grace period).
+    pub fn seed(&self, host: &str, addr: IpAddr, expires: Instant) {
+        let mut shared = self.lock();
+        let Some(state) = shared.hosts.get_mut(host) else {
+            return;
+        };
+        let tracked = state
+            .addresses
+            .entry(addr)
+            .or_insert(super::state::Tracked {
+                expires,
+                in_answer: false,
+            });
+        tracked.expires = tracked.expires.max(expires);
+        shared.generation += 1;
+        self.changed.send_replace(shared.generation);
     }
 
     /// Every hostname's state.

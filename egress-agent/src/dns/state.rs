@@ -162,9 +162,15 @@ impl HostState {
         self.next_refresh = now + backoff.min(MAX_RETRY).min(timing.max_ttl.max(MIN_REFRESH));
     }
 
+    /// Whether addresses may age out: not while queries fail (stale), nor before the first
+    /// answer (addresses carried over from a previous run wait for it).
+    fn ages(&self) -> bool {
+        !matches!(self.health, Health::Stale | Health::Pending)
+    }
+
     /// Drops addresses whose grace period is over.
     pub fn expire(&mut self, now: Instant, timing: &Timing) {
-        if self.health == Health::Stale {
+        if !self.ages() {
             return;
         }
         self.addresses
@@ -173,8 +179,8 @@ impl HostState {
 
     /// When the next address leaves (for scheduling the next expiry pass).
     pub fn next_expiry(&self, timing: &Timing) -> Option<Instant> {
-        if self.health == Health::Stale {
-            return None; // nothing ages out while stale (see `expire`)
+        if !self.ages() {
+            return None; // see `expire`
         }
         self.addresses
             .values()

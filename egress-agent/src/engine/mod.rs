@@ -1,17 +1,23 @@
-//! The engine: one for every mode. It takes the source's [`Intent`], attaches the programs,
-//! keeps the DNS engine resolving the intent's hostnames, computes the desired map contents
-//! from the intent and the facts learned at runtime, and writes them by diff.
+//! The engine: one for every mode. It takes the source's [`Intent`], keeps the DNS engine
+//! resolving the intent's exact hostnames, computes the desired map contents from the intent
+//! and the facts learned at runtime, and writes them by diff. The first time (and whenever the
+//! attach point changes) it loads the programs, fills the maps, and only then attaches.
 //!
 //! ```text
 //! source ─► Intent ─┐
 //!                   ├─► desired::compute ─► Desired ─► reconcile (diff) ─► maps
 //! facts ────────────┘      (pure)
-//!   DnsEngine: resolved addresses
+//!   DnsEngine: resolved addresses (persisted in RESOLVED, so a restart starts from them)
+//!   kernel: learned addresses (LEARNED; the engine only expires them)
 //! ```
 
 mod desired;
+mod ids;
+mod learned;
+mod persist;
 mod reconcile;
 mod run;
+mod sets;
 
 use std::{
     collections::BTreeSet,
@@ -23,14 +29,17 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use desired::Conflict;
+pub use ids::Exhausted;
 pub use run::{SourceState, run};
 
-use desired::compute;
-use reconcile::reconcile;
-
+use self::{
+    desired::{Facts as DesiredFacts, IdSpace, compute},
+    reconcile::{Installed, ReconcileError, reconcile},
+};
 use crate::{
     bpffs::PinDir,
     cgroupfs::Hierarchy,
+    clock,
     datapath::{self, DatapathError, Maps},
     dns::{DnsEngine, DnsSettings, HostStatus, parse_resolv_conf, state::Timing},
     intent::{DnsIntent, Intent},
@@ -43,15 +52,18 @@ pub enum EngineError {
     /// The attach cgroup is not usable.
     #[error("attach cgroup")]
     AttachPath(#[source] crate::cgroupfs::CgroupError),
-    /// The datapath could not be attached or opened.
+    /// The datapath could not be loaded, attached or read.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// An id range ran out.
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
 }
 
 /// What the engine learned at runtime, for sources that report it (Kubernetes Events).
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
-    /// Destinations two rules claim, from the last reconcile.
+    /// Destinations two rules of one class claim, from the last reconcile.
     pub conflicts: Vec<Conflict>,
     /// Every hostname's state.
     pub hosts: Vec<HostStatus>,
@@ -99,17 +111,29 @@ impl StatusHandle {
     }
 }
 
+/// The datapath once attached: the open maps, what the agent wrote to them, and the ids.
+struct Attached {
+    at: PathBuf,
+    maps: Maps,
+    installed: Installed,
+    ids: IdSpace,
+    name_seed: u64,
+    /// The resolver's answers as last persisted.
+    persisted: persist::Persisted,
+}
+
 /// The engine.
 pub struct Engine {
     pins: PinDir,
     hierarchy: Hierarchy,
-    attached_to: Option<PathBuf>,
-    maps: Option<Maps>,
+    attached: Option<Attached>,
     dns: DnsEngine,
     dns_changed: watch::Receiver<u64>,
     status: StatusHandle,
     /// The intent in force (the source's last valid one).
     intent: Option<Intent>,
+    /// The DNS servers in use (the intent's, else resolv.conf's).
+    servers: Vec<std::net::SocketAddr>,
     /// Conflicts already warned about, so each is logged once.
     warned_conflicts: BTreeSet<Conflict>,
 }
@@ -123,8 +147,7 @@ impl Engine {
         Self {
             pins,
             hierarchy,
-            attached_to: None,
-            maps: None,
+            attached: None,
             status: StatusHandle {
                 shared: Arc::default(),
                 dns: dns.clone(),
@@ -132,6 +155,7 @@ impl Engine {
             dns,
             dns_changed,
             intent: None,
+            servers: Vec::new(),
             warned_conflicts: BTreeSet::new(),
         }
     }
@@ -158,11 +182,16 @@ impl Engine {
             return;
         };
         if self.intent.as_ref() != Some(intent) {
-            self.dns.set_settings(dns_settings(&intent.dns));
+            let settings = dns_settings(&intent.dns);
+            self.servers.clone_from(&settings.servers);
+            self.dns.set_settings(settings);
+            // Wildcards are learned only, never resolved in advance.
             let hosts: BTreeSet<String> = intent
                 .rules
                 .iter()
-                .flat_map(|r| r.hosts.iter().cloned())
+                .flat_map(|r| r.hosts.iter())
+                .filter(|h| !h.starts_with("*."))
+                .cloned()
                 .collect();
             self.dns.set_hosts(&hosts);
             self.intent = Some(intent.clone());
@@ -175,88 +204,192 @@ impl Engine {
         let Some(intent) = self.intent.clone() else {
             return;
         };
-        if let Err(err) = self.ensure_attached(&intent) {
-            error!(
-                error = format!("{:#}", anyhow::Error::from(err)),
-                "cannot attach; will retry"
-            );
-            return;
-        }
-        let resolved = self.dns.routed();
-        let desired = compute(&intent.rules, &resolved, &intent.selected, &intent.exempt);
-        for conflict in &desired.conflicts {
-            if self.warned_conflicts.insert(conflict.clone()) {
-                warn!(
-                    destination = %conflict.route.dest, port = conflict.route.port, protocol = %conflict.route.protocol,
-                    winner = %conflict.winner, loser = %conflict.loser,
-                    "two rules claim one destination with different gateways; the first rule wins"
-                );
-            }
-        }
-        self.status.lock().conflicts.clone_from(&desired.conflicts);
-        let Some(maps) = self.maps.as_mut() else {
-            return;
+        let result = match self.attach_point(&intent) {
+            Ok(at) if self.attached.as_ref().is_some_and(|a| a.at == at) => self.write(&intent),
+            Ok(at) => self.attach(&intent, at),
+            Err(err) => Err(err),
         };
-        let reconcile_error = match reconcile(maps, &desired) {
-            Ok(changes) => {
-                if changes.any() {
-                    info!(
-                        ?changes,
-                        routes = desired.routes.len(),
-                        cgroups = desired.cgroups.len(),
-                        "maps updated"
-                    );
-                }
-                None
-            }
+        let reconcile_error = match result {
+            Ok(()) => None,
             Err(err) => {
                 let message = format!("{:#}", anyhow::Error::from(err));
-                error!(error = message, "maps only partly updated");
+                error!(
+                    error = message,
+                    "cannot bring the datapath to the intent; will retry"
+                );
                 Some(message)
             }
         };
+        let attached = self.attached.is_some();
         self.update_status(|s| {
-            s.attached = true;
-            s.routes = desired.routes.len();
-            s.cgroups = desired.cgroups.len();
+            s.attached = attached;
             s.missing_cgroups.clone_from(&intent.missing);
             s.reconcile_error = reconcile_error;
-            s.conflicts = desired
+        });
+    }
+
+    fn attach_point(&self, intent: &Intent) -> Result<PathBuf, EngineError> {
+        match &intent.attach {
+            Some(path) => self
+                .hierarchy
+                .resolve(path)
+                .map_err(EngineError::AttachPath),
+            None => Ok(self.hierarchy.mount().to_owned()),
+        }
+    }
+
+    /// Loads the programs, fills the maps (after carrying over what the previous run and older
+    /// layouts knew), then attaches.
+    fn attach(&mut self, intent: &Intent, at: PathBuf) -> Result<(), EngineError> {
+        let loaded = datapath::load(&self.pins)?;
+        let maps = Maps::open(&self.pins)?;
+        let installed = Installed::read(&maps)?;
+        let mut ids = IdSpace::default();
+        persist::prefer_ids(&installed, &mut ids);
+        let name_seed = match installed.config.name_seed {
+            0 => random_seed(),
+            seed => seed,
+        };
+        let persisted = persist::restore(&maps, &installed, &self.dns)?;
+        for (host, addresses) in datapath::carry_over(&self.pins)? {
+            for addr in addresses {
+                self.dns.seed(&host, addr, std::time::Instant::now());
+            }
+        }
+        self.attached = Some(Attached {
+            at,
+            maps,
+            installed,
+            ids,
+            name_seed,
+            persisted,
+        });
+        let attached = self.write(intent).and_then(|()| {
+            let at = self
+                .attached
+                .as_ref()
+                .map(|a| a.at.clone())
+                .unwrap_or_default();
+            loaded.attach(&self.pins, &at).map_err(EngineError::from)
+        });
+        if attached.is_err() {
+            // Load and attach again next time (the maps keep what was written).
+            self.attached = None;
+        }
+        attached
+    }
+
+    /// Computes the desired state and writes it by diff; persists the resolver's answers.
+    fn write(&mut self, intent: &Intent) -> Result<(), EngineError> {
+        let Some(attached) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        let facts = DesiredFacts {
+            resolved: self
+                .dns
+                .routed()
+                .into_iter()
+                .map(|(host, addresses)| {
+                    let addresses = addresses
+                        .into_iter()
+                        .map(|(addr, leaves)| (addr, clock::instant_ns(leaves)))
+                        .collect();
+                    (host, addresses)
+                })
+                .collect(),
+            servers: self.servers.clone(),
+        };
+        let desired = compute(intent, &facts, &mut attached.ids, attached.name_seed)?;
+        for conflict in &desired.conflicts {
+            if self.warned_conflicts.insert(conflict.clone()) {
+                warn!(
+                    destination = conflict.destination, port = conflict.port, protocol = %conflict.protocol,
+                    winner = %conflict.winner, loser = %conflict.loser,
+                    "two rules claim one destination with different gateways for the same workloads; the first rule wins"
+                );
+            }
+        }
+        let result = reconcile(
+            &mut attached.maps,
+            &mut attached.installed,
+            &desired,
+            attached.name_seed,
+        );
+        persist::save(
+            &mut attached.maps,
+            &mut attached.persisted,
+            &desired,
+            &self.dns,
+        )?;
+        let (routes, cgroups) = (
+            desired.addresses.len() + desired.cidrs.len(),
+            desired.cgroups.len(),
+        );
+        {
+            let mut shared = self.status.lock();
+            shared.conflicts.clone_from(&desired.conflicts);
+            shared.agent.routes = routes;
+            shared.agent.cgroups = cgroups;
+            shared.agent.conflicts = desired
                 .conflicts
                 .iter()
                 .map(|c| ConflictStatus {
-                    destination: c.route.dest,
-                    port: c.route.port,
-                    protocol: c.route.protocol,
+                    destination: c.destination.clone(),
+                    port: c.port,
+                    protocol: c.protocol,
                     winner: c.winner.to_string(),
                     loser: c.loser.to_string(),
                 })
                 .collect();
-        });
+        }
+        match result {
+            Ok(changes) => {
+                if changes.any() {
+                    info!(
+                        ?changes,
+                        routes,
+                        targets = desired.targets.len(),
+                        cgroups,
+                        "maps updated"
+                    );
+                }
+                Ok(())
+            }
+            Err(ReconcileError::Datapath(err)) => Err(err.into()),
+            Err(err @ ReconcileError::Full { .. }) => {
+                let message = err.to_string();
+                error!(error = message, "maps only partly updated");
+                self.update_status(|s| s.reconcile_error = Some(message));
+                Ok(())
+            }
+        }
     }
 
-    fn ensure_attached(&mut self, intent: &Intent) -> Result<(), EngineError> {
-        let target = match &intent.attach {
-            Some(path) => self
-                .hierarchy
-                .resolve(path)
-                .map_err(EngineError::AttachPath)?,
-            None => self.hierarchy.mount().to_owned(),
+    /// Removes learned addresses that expired, whose scope is no longer selected, or whose
+    /// pattern is no longer configured. Returns how many went.
+    pub fn expire_learned(&mut self) -> usize {
+        let Some(attached) = self.attached.as_mut() else {
+            return 0;
         };
-        if self.attached_to.as_deref() != Some(target.as_path()) || self.maps.is_none() {
-            datapath::attach(&self.pins, &target)?;
-            self.maps = Some(Maps::open(&self.pins)?);
-            self.attached_to = Some(target);
+        match learned::expire(
+            &mut attached.maps,
+            &attached.installed,
+            clock::monotonic_ns(),
+        ) {
+            Ok(removed) => removed,
+            Err(err) => {
+                warn!(error = %err, "cannot expire learned addresses");
+                0
+            }
         }
-        Ok(())
     }
 
     /// Logs the counters and that the pinned state stays in place.
     pub fn log_shutdown(&self) {
         let counters = self
-            .maps
+            .attached
             .as_ref()
-            .and_then(|maps| maps.stats().ok())
+            .and_then(|a| a.maps.stats().ok())
             .unwrap_or_default();
         let counters: Vec<String> = counters
             .iter()
@@ -267,6 +400,12 @@ impl Engine {
             "stopping; pinned programs and maps stay in place and keep redirecting (`egress-agent uninstall` removes them)"
         );
     }
+}
+
+/// A random seed for the DNS name hash (once per installation).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher as _, RandomState};
+    RandomState::new().hash_one((std::process::id(), clock::monotonic_ns())) | 1
 }
 
 /// Resolver settings from the intent; no servers: /etc/resolv.conf.

@@ -1,27 +1,83 @@
-//! Writes desired state into the maps by diff: additions and changes first, removals last, so
-//! no route that stays desired is ever missing, even for a moment.
+//! Writes desired state into the maps by diff against what the agent installed (read from the
+//! maps once, then kept in memory, so a resync with a million addresses costs a comparison,
+//! not a million map reads).
+//!
+//! The order keeps every lookup complete at every moment:
+//!
+//! 1. names, patterns, trusted resolvers and counter slots the new entries refer to;
+//! 2. targets, then prefixes and addresses (a set's targets exist before an address points to
+//!    it);
+//! 3. cgroups: stale entries first (so a full map recovers), then new and changed ones, then
+//!    the generation that makes cached decisions be computed again;
+//! 4. removals of what nothing refers to any more.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{debug, warn};
+use egress_common::Config;
+use tracing::warn;
 
-use super::desired::Desired;
+use super::desired::{Desired, Settings};
 use crate::{
-    datapath::{DatapathError, Maps, RouteEntry, stored_rule_name},
-    route::{Mode, RouteMatch},
+    datapath::{DatapathError, Maps},
+    route::{AddrEntry, Entry, Target, TargetKey},
 };
+
+/// What the agent has written to the maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Installed {
+    pub(crate) config: Config,
+    pub(crate) cgroups: BTreeMap<u64, Entry>,
+    pub(crate) addresses: BTreeMap<std::net::IpAddr, AddrEntry>,
+    pub(crate) cidrs: BTreeMap<ipnet::IpNet, u32>,
+    pub(crate) targets: BTreeMap<TargetKey, Target>,
+    pub(crate) patterns: BTreeMap<u64, u32>,
+    pub(crate) trusted: BTreeSet<std::net::SocketAddr>,
+    pub(crate) labels: BTreeMap<(u32, u32), String>,
+    pub(crate) counters: BTreeSet<u32>,
+}
+
+impl Installed {
+    /// Reads what the maps hold.
+    pub(crate) fn read(maps: &Maps) -> Result<Self, DatapathError> {
+        let mut labels = BTreeMap::new();
+        for kind in [
+            egress_common::label_kind::RULE,
+            egress_common::label_kind::PATTERN,
+            egress_common::label_kind::SET,
+        ] {
+            for (id, text) in maps.labels(kind)? {
+                labels.insert((kind, id), text);
+            }
+        }
+        Ok(Self {
+            config: maps.config()?,
+            cgroups: maps
+                .cgroups()?
+                .into_iter()
+                .filter_map(|(id, entry)| Some((id, entry?)))
+                .collect(),
+            addresses: maps.addresses()?,
+            cidrs: maps.cidrs()?,
+            targets: maps.targets()?,
+            patterns: maps.patterns()?,
+            trusted: maps.trusted()?.into_iter().collect(),
+            labels,
+            counters: maps.counters()?.into_keys().collect(),
+        })
+    }
+}
 
 /// What a reconcile changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Changes {
-    /// Routes added.
-    pub added: usize,
-    /// Routes whose target changed.
-    pub updated: usize,
-    /// Routes removed.
-    pub removed: usize,
+    /// Addresses and prefixes added, changed or removed.
+    pub(crate) addresses: usize,
+    /// Targets added, changed or removed.
+    pub(crate) targets: usize,
     /// Cgroup entries added, changed or removed.
-    pub cgroups: usize,
+    pub(crate) cgroups: usize,
+    /// Other entries (names, patterns, resolvers, counters, settings).
+    pub(crate) other: usize,
 }
 
 impl Changes {
@@ -31,203 +87,286 @@ impl Changes {
     }
 }
 
-/// Brings the maps to `desired`. On a full routes map the routes that fit are installed, the
-/// removals still happen, and [`DatapathError::RoutesFull`] says how many did not fit.
-pub(crate) fn reconcile(maps: &mut Maps, desired: &Desired) -> Result<Changes, DatapathError> {
-    let mut changes = Changes::default();
-    let rule_ids = sync_rule_names(maps, &desired.rules)?;
-    // Cgroups first gain what they will have, keeping what they had: while routes change groups
-    // (policies renumbered), a pod matches both its old and its new routes, never neither.
-    let widened = widen_cgroups(maps, desired)?;
-
-    let current: HashMap<RouteMatch, RouteEntry> = maps
-        .routes()?
-        .into_iter()
-        .map(|entry| (entry.route, entry))
-        .collect();
-    let mut used_ids: BTreeSet<u32> = current.values().map(|value| value.route_id).collect();
-    let mut next_id = 0_u32;
-    let mut full: Option<DatapathError> = None;
-    let mut dropped = 0;
-    let mut labels: BTreeMap<u32, String> = BTreeMap::new();
-
-    for (route, wanted) in &desired.routes {
-        let rule_id = rule_ids[&desired.rules[wanted.rule].to_string()];
-        let existing = current.get(route);
-        let route_id = if let Some(value) = existing {
-            value.route_id
-        } else {
-            while used_ids.contains(&next_id) {
-                next_id += 1;
-            }
-            used_ids.insert(next_id);
-            maps.reset_route_counter(next_id)?;
-            next_id
-        };
-        let entry = RouteEntry {
-            route: *route,
-            target: wanted.target,
-            rule_id,
-            route_id,
-            groups: wanted.groups,
-        };
-        let installed = if existing == Some(&entry) {
-            true
-        } else {
-            match maps.put_route(&entry) {
-                Ok(()) => {
-                    if existing.is_some() {
-                        changes.updated += 1;
-                    } else {
-                        changes.added += 1;
-                    }
-                    true
-                }
-                Err(err @ DatapathError::RoutesFull { .. }) => {
-                    dropped += 1;
-                    full.get_or_insert(err);
-                    // Only a new route's counter goes: an existing route stays installed (older
-                    // kernels refuse even updates of existing keys in a full trie).
-                    if existing.is_none() {
-                        maps.delete_route_counter(route_id)?;
-                    }
-                    existing.is_some()
-                }
-                Err(err) => return Err(err),
-            }
-        };
-        if let Some(label) = host_label(&wanted.hosts).filter(|_| installed) {
-            labels.insert(route_id, label);
-        }
-    }
-
-    for (route, entry) in &current {
-        if !desired.routes.contains_key(route) {
-            maps.delete_route(route)?;
-            maps.delete_route_counter(entry.route_id)?;
-            changes.removed += 1;
-        }
-    }
-
-    sync_host_labels(maps, &labels)?;
-    changes.cgroups = widened + sync_cgroups(maps, desired)?;
-    for conflict in &desired.conflicts {
-        debug!(?conflict, "route conflict");
-    }
-    match full {
-        Some(DatapathError::RoutesFull { map, capacity, .. }) => {
-            warn!(map, capacity, dropped, "routes map is full");
-            Err(DatapathError::RoutesFull {
-                map,
-                capacity,
-                dropped,
-            })
-        }
-        _ => Ok(changes),
-    }
+/// Entries that did not fit in their map.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReconcileError {
+    /// A map is full: what fit is installed, removals still happened.
+    #[error(
+        "map {map} is full ({capacity} entries): {dropped} entries were not installed; remove rules or addresses"
+    )]
+    Full {
+        /// The map.
+        map: &'static str,
+        /// Its capacity.
+        capacity: u32,
+        /// Entries that did not fit.
+        dropped: usize,
+    },
+    /// Any other map operation failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
 }
 
-/// Gives every desired rule a stable id (kept from the pinned names), writes new names and
-/// removes unused ones. Returns name → id.
-fn sync_rule_names(
+/// Brings the maps from `installed` to `desired` (updating `installed` as it goes).
+pub(crate) fn reconcile(
     maps: &mut Maps,
-    rules: &[crate::intent::RuleOwner],
-) -> Result<HashMap<String, u32>, DatapathError> {
-    let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
-    // The pinned map holds names cut to its field, so match on the stored form.
-    let stored = stored_rule_name;
-    let pinned = maps.rule_names()?;
-    let mut ids: HashMap<String, u32> = HashMap::new();
-    let mut used: BTreeSet<u32> = BTreeSet::new();
-    for name in &rules {
-        if let Some((id, _)) = pinned
-            .iter()
-            .find(|(id, known)| **known == stored(name) && !used.contains(*id))
-        {
-            ids.insert(name.clone(), *id);
-            used.insert(*id);
-        }
-    }
-    let mut next = 1_u32;
-    for name in &rules {
-        if ids.contains_key(name) {
-            continue;
-        }
-        // A stale pinned id may be reused: it is overwritten here and no longer counted stale.
-        while used.contains(&next) {
-            next += 1;
-        }
-        used.insert(next);
-        maps.put_rule_name(next, name)?;
-        ids.insert(name.clone(), next);
-    }
-    // Names of removed rules go once no route refers to them; routes are removed later in the
-    // same reconcile, and a name shown a moment too long is harmless.
-    let stale: BTreeMap<u32, String> = pinned
-        .into_iter()
-        .filter(|(id, _)| !used.contains(id))
-        .collect();
-    for id in stale.keys() {
-        maps.delete_rule_name(*id)?;
-    }
-    Ok(ids)
+    installed: &mut Installed,
+    desired: &Desired,
+    name_seed: u64,
+) -> Result<Changes, ReconcileError> {
+    let mut changes = Changes::default();
+    let mut full = Overflow::default();
+    referenced(maps, installed, desired, &mut changes)?;
+    pointing(maps, installed, desired, &mut changes, &mut full)?;
+    cgroups(maps, installed, desired, name_seed, &mut changes, &mut full)?;
+    removals(maps, installed, desired, &mut changes)?;
+    full.result(changes)
 }
 
-/// `first-host +N`: the hostname that brought a route in, and how many more did.
-fn host_label(hosts: &BTreeSet<String>) -> Option<String> {
-    let first = hosts.iter().next()?;
-    Some(match hosts.len() {
-        1 => first.clone(),
-        n => format!("{first} +{}", n - 1),
-    })
+/// The first map found full, and how many entries did not fit.
+#[derive(Default)]
+struct Overflow {
+    first: Option<(&'static str, u32)>,
+    dropped: usize,
 }
 
-fn sync_host_labels(maps: &mut Maps, wanted: &BTreeMap<u32, String>) -> Result<(), DatapathError> {
-    let current = maps.host_labels()?;
-    for (id, label) in wanted {
-        if current.get(id) != Some(label) {
-            maps.put_host_label(*id, label)?;
+impl Overflow {
+    /// Notes a full map; any other error stops the reconcile.
+    fn note(&mut self, err: DatapathError) -> Result<(), ReconcileError> {
+        match err {
+            DatapathError::Full { map, capacity } => {
+                self.dropped += 1;
+                self.first.get_or_insert((map, capacity));
+                Ok(())
+            }
+            other => Err(other.into()),
         }
     }
-    for id in current.keys() {
-        if !wanted.contains_key(id) {
-            maps.delete_host_label(*id)?;
+
+    fn result(self, changes: Changes) -> Result<Changes, ReconcileError> {
+        match self.first {
+            Some((map, capacity)) => {
+                warn!(map, capacity, dropped = self.dropped, "map is full");
+                Err(ReconcileError::Full {
+                    map,
+                    capacity,
+                    dropped: self.dropped,
+                })
+            }
+            None => Ok(changes),
+        }
+    }
+}
+
+/// 1. What new entries refer to: labels, patterns, trusted resolvers, counter slots.
+fn referenced(
+    maps: &mut Maps,
+    installed: &mut Installed,
+    desired: &Desired,
+    changes: &mut Changes,
+) -> Result<(), DatapathError> {
+    changes.other += upsert(
+        &mut installed.labels,
+        &desired.labels,
+        |&(kind, id), text| maps.put_label(kind, id, text),
+    )?;
+    changes.other += upsert(&mut installed.patterns, &desired.patterns, |hash, id| {
+        maps.put_pattern(*hash, *id)
+    })?;
+    for resolver in desired.trusted.difference(&installed.trusted.clone()) {
+        maps.put_trusted(*resolver)?;
+        installed.trusted.insert(*resolver);
+        changes.other += 1;
+    }
+    for slot in desired.counters.difference(&installed.counters.clone()) {
+        maps.reset_counter(*slot)?;
+        installed.counters.insert(*slot);
+        changes.other += 1;
+    }
+    Ok(())
+}
+
+/// 2. Targets, then the prefixes and addresses that point to them.
+fn pointing(
+    maps: &mut Maps,
+    installed: &mut Installed,
+    desired: &Desired,
+    changes: &mut Changes,
+    full: &mut Overflow,
+) -> Result<(), ReconcileError> {
+    for (key, target) in &desired.targets {
+        if installed.targets.get(key) != Some(target) {
+            match maps.put_target(key, target) {
+                Ok(()) => {
+                    installed.targets.insert(*key, *target);
+                    changes.targets += 1;
+                }
+                Err(err) => full.note(err)?,
+            }
+        }
+    }
+    for (net, set) in &desired.cidrs {
+        if installed.cidrs.get(net) != Some(set) {
+            match maps.put_cidr(net, *set) {
+                Ok(()) => {
+                    installed.cidrs.insert(*net, *set);
+                    changes.addresses += 1;
+                }
+                Err(err) => full.note(err)?,
+            }
+        }
+    }
+    for (addr, entry) in &desired.addresses {
+        if installed.addresses.get(addr) != Some(entry) {
+            match maps.put_address(*addr, entry) {
+                Ok(()) => {
+                    installed.addresses.insert(*addr, *entry);
+                    changes.addresses += 1;
+                }
+                Err(err) => full.note(err)?,
+            }
         }
     }
     Ok(())
 }
 
-fn widen_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathError> {
-    let current = maps.cgroups()?;
+/// 3. Cgroups: stale first (so a full map recovers), then new and changed, then the settings
+///    with the generation that makes cached decisions be computed again.
+fn cgroups(
+    maps: &mut Maps,
+    installed: &mut Installed,
+    desired: &Desired,
+    name_seed: u64,
+    changes: &mut Changes,
+    full: &mut Overflow,
+) -> Result<(), ReconcileError> {
+    let stale: Vec<u64> = installed
+        .cgroups
+        .keys()
+        .filter(|id| !desired.cgroups.contains_key(id))
+        .copied()
+        .collect();
+    for id in stale {
+        maps.delete_cgroup(id)?;
+        installed.cgroups.remove(&id);
+        changes.cgroups += 1;
+    }
+    for (id, entry) in &desired.cgroups {
+        if installed.cgroups.get(id) != Some(entry) {
+            match maps.put_cgroup(*id, *entry) {
+                Ok(()) => {
+                    installed.cgroups.insert(*id, *entry);
+                    changes.cgroups += 1;
+                }
+                Err(err) => full.note(err)?,
+            }
+        }
+    }
+    let config = config_value(
+        &installed.config,
+        &desired.settings,
+        name_seed,
+        changes.cgroups > 0,
+    );
+    if config != installed.config {
+        maps.put_config(&config)?;
+        installed.config = config;
+        changes.other += 1;
+    }
+    Ok(())
+}
+
+/// 4. Removals of what nothing refers to any more.
+fn removals(
+    maps: &mut Maps,
+    installed: &mut Installed,
+    desired: &Desired,
+    changes: &mut Changes,
+) -> Result<(), DatapathError> {
+    changes.addresses += remove(&mut installed.addresses, &desired.addresses, |addr| {
+        maps.delete_address(*addr)
+    })?;
+    changes.addresses += remove(&mut installed.cidrs, &desired.cidrs, |net| {
+        maps.delete_cidr(net)
+    })?;
+    changes.targets += remove(&mut installed.targets, &desired.targets, |key| {
+        maps.delete_target(key)
+    })?;
+    for slot in installed.counters.clone().difference(&desired.counters) {
+        maps.delete_counter(*slot)?;
+        installed.counters.remove(slot);
+        changes.other += 1;
+    }
+    changes.other += remove(&mut installed.patterns, &desired.patterns, |hash| {
+        maps.delete_pattern(*hash)
+    })?;
+    for resolver in installed.trusted.clone().difference(&desired.trusted) {
+        maps.delete_trusted(*resolver)?;
+        installed.trusted.remove(resolver);
+        changes.other += 1;
+    }
+    changes.other += remove(&mut installed.labels, &desired.labels, |&(kind, id)| {
+        maps.delete_label(kind, id)
+    })?;
+    Ok(())
+}
+
+/// Removes each entry of `installed` that `wanted` lacks.
+fn remove<K: Ord + Clone, V>(
+    installed: &mut BTreeMap<K, V>,
+    wanted: &BTreeMap<K, V>,
+    mut delete: impl FnMut(&K) -> Result<(), DatapathError>,
+) -> Result<usize, DatapathError> {
+    let gone: Vec<K> = installed
+        .keys()
+        .filter(|key| !wanted.contains_key(key))
+        .cloned()
+        .collect();
+    for key in &gone {
+        delete(key)?;
+        installed.remove(key);
+    }
+    Ok(gone.len())
+}
+
+/// Writes each entry of `wanted` that `installed` lacks or holds differently.
+fn upsert<K: Ord + Clone, V: PartialEq + Clone>(
+    installed: &mut BTreeMap<K, V>,
+    wanted: &BTreeMap<K, V>,
+    mut put: impl FnMut(&K, &V) -> Result<(), DatapathError>,
+) -> Result<usize, DatapathError> {
     let mut changed = 0;
-    for (id, mode) in &desired.cgroups {
-        let have = current.get(id).copied().flatten();
-        let widened = match (have, *mode) {
-            (Some(Mode::Selected(had)), Mode::Selected(wanted)) => Mode::Selected(had | wanted),
-            _ => *mode,
-        };
-        if have != Some(widened) {
-            maps.put_cgroup(*id, widened)?;
+    for (key, value) in wanted {
+        if installed.get(key) != Some(value) {
+            put(key, value)?;
+            installed.insert(key.clone(), value.clone());
             changed += 1;
         }
     }
     Ok(changed)
 }
 
-fn sync_cgroups(maps: &mut Maps, desired: &Desired) -> Result<usize, DatapathError> {
-    let current = maps.cgroups()?;
-    let mut changed = 0;
-    for (id, mode) in &desired.cgroups {
-        if current.get(id).copied().flatten() != Some(*mode) {
-            maps.put_cgroup(*id, *mode)?;
-            changed += 1;
-        }
+/// The `CONFIG` value for `settings`: the seed kept, the generation bumped when cgroups changed.
+fn config_value(current: &Config, settings: &Settings, name_seed: u64, bump: bool) -> Config {
+    let mut dns_ports_be = [0; egress_common::limits::DNS_PORTS];
+    for (slot, port) in dns_ports_be.iter_mut().zip(&settings.dns_ports) {
+        *slot = port.to_be();
     }
-    for id in current.keys() {
-        if !desired.cgroups.contains_key(id) {
-            maps.delete_cgroup(*id)?;
-            changed += 1;
-        }
+    let mut flags = 0;
+    if settings.learn {
+        flags |= egress_common::config_flags::LEARN;
     }
-    Ok(changed)
+    if settings.has_cidrs {
+        flags |= egress_common::config_flags::HAS_CIDRS;
+    }
+    Config {
+        generation: current.generation + u64::from(bump),
+        name_seed,
+        grace_ns: settings.grace_ns,
+        min_ttl_ns: settings.min_ttl_ns,
+        max_ttl_ns: settings.max_ttl_ns,
+        dns_ports_be,
+        flags,
+        reserved: 0,
+    }
 }

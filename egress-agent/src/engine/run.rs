@@ -1,6 +1,6 @@
 //! The engine's loop, the same for every mode: take each new state of the source, reconcile
-//! when the DNS engine's answers change, and re-check the maps on every resync. SIGTERM and
-//! SIGINT end it and leave the pinned programs and maps working.
+//! when the DNS engine's answers change, and on every resync expire learned addresses and
+//! re-check the maps. SIGTERM and SIGINT end it and leave the pinned programs and maps working.
 
 use std::time::Duration;
 
@@ -43,7 +43,10 @@ pub async fn run(
                 engine.apply();
             }
             Ok(()) = dns_changed.changed() => engine.apply(),
-            _ = resync.tick() => engine.apply(),
+            _ = resync.tick() => {
+                engine.expire_learned();
+                engine.apply();
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }

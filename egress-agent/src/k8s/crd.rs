@@ -37,7 +37,8 @@ pub struct EgressRedirectPolicySpec {
     /// `""`) in the policy's namespace.
     pub target_ref: TargetRef,
     /// Hostnames whose connections go through the gateway. Default for a Gateway target: its
-    /// listeners' hostnames. Wildcards are accepted but not resolvable yet.
+    /// listeners' hostnames. A `*.` wildcard matches one or more labels (not the apex); its
+    /// addresses are learned from the DNS answers selected pods receive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub hostnames: Vec<Hostname>,
@@ -50,6 +51,10 @@ pub struct EgressRedirectPolicySpec {
     /// address.
     #[serde(default)]
     pub fail_closed: bool,
+    /// Refuse QUIC (UDP 443) to the hostnames' addresses where TCP 443 is redirected, so HTTP/3
+    /// clients fall back to TCP through the gateway. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse_quic: Option<bool>,
     /// Pods to redirect. Default: pods labelled `egress-agent.io/redirect: "true"`, or in a
     /// namespace so labelled (a pod labelled `"false"` opts out).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,10 +12,7 @@
 //! Exemption comes only from the gateway Service's EndpointSlices (pods the API server lists as
 //! its backends): nothing a workload can set on itself exempts it.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     crd::{GATEWAY_GROUP, PortProtocol, REDIRECT_LABEL},
@@ -26,12 +23,10 @@ use super::{
     selector,
 };
 use crate::{
+    config::normalize_host,
     intent::{PolicyKey, PortMap, RuleIntent, RuleOwner},
-    route::{Groups, Protocol},
+    route::{Gateways, Protocol},
 };
-
-/// Selection groups: bits in the datapath's cgroup and route values.
-const MAX_GROUPS: usize = 32;
 
 /// The label Istio puts on the Service it creates for a Gateway.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
@@ -52,8 +47,6 @@ pub enum Problem {
     TargetNotFound(String),
     /// The target exists but has no address yet.
     NoGatewayAddress(String),
-    /// A wildcard hostname: accepted, not resolvable yet.
-    WildcardHostname(String),
     /// No hostnames (none given and none from the Gateway's listeners).
     NoHostnames,
     /// No ports (none given and none from the target).
@@ -70,7 +63,7 @@ impl Problem {
         match self {
             Self::TargetNotFound(_) => "TargetNotFound",
             Self::NoGatewayAddress(_) => "NoGatewayAddress",
-            Self::WildcardHostname(_) | Self::Unresolvable(_) => "HostnameUnresolvable",
+            Self::Unresolvable(_) => "HostnameUnresolvable",
             Self::NoHostnames => "NoHostnames",
             Self::NoPorts => "NoPorts",
             Self::Conflict(_) => "Conflict",
@@ -82,9 +75,6 @@ impl Problem {
         match self {
             Self::TargetNotFound(target) => format!("target {target} not found"),
             Self::NoGatewayAddress(target) => format!("target {target} has no address yet"),
-            Self::WildcardHostname(host) => {
-                format!("hostname {host} is a wildcard: accepted, but not resolvable yet")
-            }
             Self::NoHostnames => {
                 "no hostnames: set spec.hostnames or give the Gateway listener hostnames".to_owned()
             }
@@ -125,9 +115,9 @@ pub struct PolicyOutcome {
 pub struct ClusterState {
     /// Rules, oldest policy first (on a conflict the oldest wins).
     pub rules: Vec<RuleIntent>,
-    /// Pods to redirect, with their selection groups.
-    pub selected: BTreeMap<PodRef, Groups>,
-    /// Gateway pods: they go direct.
+    /// Pods to redirect, with the rules (indices into `rules`) that select them.
+    pub selected: BTreeMap<PodRef, BTreeSet<usize>>,
+    /// Gateway pods selected by no policy but their own gateway's: they go direct.
     pub exempt: BTreeSet<PodRef>,
     /// Per-policy verdicts.
     pub outcomes: Vec<PolicyOutcome>,
@@ -152,7 +142,7 @@ pub struct Index {
 
 /// What a policy's target resolved to.
 struct Target {
-    gateway: Option<IpAddr>,
+    gateway: Gateways,
     service: Option<ObjectKey>,
     default_ports: Vec<PortMap>,
     default_hosts: Vec<String>,
@@ -160,45 +150,35 @@ struct Target {
 
 impl Index {
     /// Computes the desired state.
+    ///
+    /// A pod is selected by every policy whose selectors match it, except the policies whose
+    /// gateway lists it as an endpoint (a gateway pod must reach the destinations directly).
     pub fn compute(&self) -> ClusterState {
         let mut state = ClusterState::default();
         let mut policies: Vec<&PolicyInfo> = self.policies.values().collect();
         policies.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });
-        // One selection group per distinct (workloadSelector, namespaceSelector), oldest first;
-        // past 32 distinct selectors the rest share the last group (and so over-select).
-        let mut selectors: Vec<String> = Vec::new();
+        let mut backends_of_any: BTreeSet<PodRef> = BTreeSet::new();
         for policy in policies {
             let (rule, outcome, service) = self.policy(policy);
-            if let Some(service) = service {
-                state.exempt.extend(self.backends(&service));
-            }
-            if let Some(mut rule) = rule {
-                let key = serde_json::to_string(&(
-                    &policy.spec.workload_selector,
-                    &policy.spec.namespace_selector,
-                ))
-                .unwrap_or_default();
-                let bit = selectors
-                    .iter()
-                    .position(|known| *known == key)
-                    .unwrap_or_else(|| {
-                        if selectors.len() < MAX_GROUPS {
-                            selectors.push(key);
-                        }
-                        selectors.len() - 1
-                    });
-                rule.groups = 1 << bit;
+            let backends = service.map(|s| self.backends(&s)).unwrap_or_default();
+            backends_of_any.extend(backends.iter().cloned());
+            if let Some(rule) = rule {
+                let index = state.rules.len();
                 for pod in self.selected_by(policy) {
-                    *state.selected.entry(pod).or_default() |= rule.groups;
+                    if !backends.contains(&pod) {
+                        state.selected.entry(pod).or_default().insert(index);
+                    }
                 }
                 state.rules.push(rule);
             }
             state.outcomes.push(outcome);
         }
-        let exempt = state.exempt.clone();
-        state.selected.retain(|pod, _| !exempt.contains(pod));
+        state.exempt = backends_of_any
+            .into_iter()
+            .filter(|pod| !state.selected.contains_key(pod))
+            .collect();
         state
     }
 
@@ -219,7 +199,7 @@ impl Index {
                 problems.push(Problem::TargetNotFound(target_name.clone()));
                 verdict(false, "TargetNotFound", &format!("{target_name} not found"))
             }
-            Some(t) if t.gateway.is_none() => {
+            Some(t) if t.gateway.is_empty() => {
                 problems.push(Problem::NoGatewayAddress(target_name.clone()));
                 verdict(
                     false,
@@ -237,9 +217,8 @@ impl Index {
         } else {
             spec.hostnames.iter().map(|h| h.0.clone()).collect()
         };
-        let (wildcards, hosts): (Vec<String>, Vec<String>) =
-            hostnames.into_iter().partition(|h| h.starts_with("*."));
-        problems.extend(wildcards.into_iter().map(Problem::WildcardHostname));
+        let hostnames: Vec<String> = hostnames.iter().map(|h| normalize_host(h)).collect();
+        let hosts = hostnames;
         let ports: Vec<PortMap> = if spec.ports.is_empty() {
             target
                 .as_ref()
@@ -266,24 +245,24 @@ impl Index {
             problems.push(Problem::NoPorts);
             accepted = verdict(false, "NoPorts", &Problem::NoPorts.message());
         }
-        let gateway = target.as_ref().and_then(|t| t.gateway);
+        let gateway = target.as_ref().map(|t| t.gateway).unwrap_or_default();
         // A missing target keeps the rule only when it blocks (fail-closed): with no gateway
         // the datapath refuses instead of letting connections go direct.
         let usable = accepted.ok
             && !hosts.is_empty()
             && !ports.is_empty()
-            && (gateway.is_some() || spec.fail_closed);
+            && (!gateway.is_empty() || spec.fail_closed);
         let rule = usable.then(|| RuleIntent {
             owner: RuleOwner::Policy(PolicyKey {
                 namespace: policy.namespace.clone(),
                 name: policy.name.clone(),
             }),
-            gateway,
+            gateways: gateway,
             hosts,
             addresses: Vec::new(),
             fail_closed: spec.fail_closed,
+            refuse_quic: spec.refuse_quic.unwrap_or(true),
             ports,
-            groups: 0, // assigned by compute(), per selector
         });
         let outcome = PolicyOutcome {
             key: (policy.namespace.clone(), policy.name.clone()),
@@ -305,16 +284,21 @@ impl Index {
                     s.namespace == policy.namespace
                         && s.labels.get(GATEWAY_NAME_LABEL) == Some(&target.name)
                 });
-                let address = gateway
-                    .addresses
-                    .first()
-                    .copied()
-                    .or_else(|| service.and_then(|s| s.cluster_ips.first().copied()));
+                let address = if gateway.addresses.is_empty() {
+                    Gateways::from_addresses(
+                        service
+                            .into_iter()
+                            .flat_map(|s| s.cluster_ips.iter().copied()),
+                    )
+                } else {
+                    Gateways::from_addresses(gateway.addresses.iter().copied())
+                };
                 // No Service labelled for the Gateway: the Service holding its address backs it.
                 let service = service.or_else(|| {
-                    let address = address?;
+                    let addresses = address.addresses();
                     self.services.values().find(|s| {
-                        s.namespace == policy.namespace && s.cluster_ips.contains(&address)
+                        s.namespace == policy.namespace
+                            && addresses.iter().any(|a| s.cluster_ips.contains(a))
                     })
                 });
                 let mut default_ports = Vec::new();
@@ -362,7 +346,7 @@ impl Index {
                     })
                     .collect();
                 Some(Target {
-                    gateway: service.cluster_ips.first().copied(),
+                    gateway: Gateways::from_addresses(service.cluster_ips.iter().copied()),
                     service: Some(key),
                     default_ports,
                     default_hosts: Vec::new(),

@@ -30,6 +30,10 @@ fn pod(ns: &str, name: &str, pod_labels: &[(&str, &str)]) -> PodInfo {
     }
 }
 
+fn gateways(address: &str) -> Gateways {
+    Gateways::from_addresses([address.parse::<std::net::IpAddr>().unwrap()])
+}
+
 fn uid(name: &str) -> PodRef {
     PodRef {
         uid: format!("uid-{name}"),
@@ -51,6 +55,7 @@ fn spec(kind: &str, name: &str) -> EgressRedirectPolicySpec {
         hostnames: Vec::new(),
         ports: Vec::new(),
         fail_closed: false,
+        refuse_quic: None,
         workload_selector: None,
         namespace_selector: None,
     }
@@ -133,8 +138,8 @@ fn gateway_defaults_come_from_listeners_and_the_istio_service() {
     let rule = &state.rules[0];
     assert_eq!(rule.owner.to_string(), "gateway-system/httpbin");
     assert_eq!(
-        rule.gateway,
-        Some("10.96.12.34".parse().unwrap()),
+        rule.gateways,
+        gateways("10.96.12.34"),
         "falls back to the Service's ClusterIP"
     );
     assert_eq!(rule.hosts, ["httpbin.org"]);
@@ -162,10 +167,7 @@ fn gateway_status_address_wins_over_the_service() {
         .gateways
         .values_mut()
         .for_each(|g| g.addresses = vec!["10.96.99.1".parse().unwrap()]);
-    assert_eq!(
-        index.compute().rules[0].gateway,
-        Some("10.96.99.1".parse().unwrap())
-    );
+    assert_eq!(index.compute().rules[0].gateways, gateways("10.96.99.1"));
 }
 
 #[test]
@@ -305,8 +307,12 @@ fn service_targets_take_the_cluster_ip_and_service_ports() {
     );
     let rule = &index.compute().rules[0];
     assert_eq!(
-        (rule.gateway, rule.ports[0].port, rule.ports[0].gateway_port),
-        (Some("10.96.0.50".parse().unwrap()), 443, 443)
+        (
+            rule.gateways,
+            rule.ports[0].port,
+            rule.ports[0].gateway_port
+        ),
+        (gateways("10.96.0.50"), 443, 443)
     );
 
     spec.hostnames.clear();
@@ -348,8 +354,8 @@ fn missing_targets_and_addresses_are_reported_and_block_only_when_fail_closed() 
         .policies
         .insert(key("ns", "p"), policy("ns", "p", "t", spec));
     let rule = &index.compute().rules[0];
-    assert_eq!(
-        rule.gateway, None,
+    assert!(
+        rule.gateways.is_empty(),
         "fail-closed: the rule stays, without a gateway, so connections are refused"
     );
 
@@ -366,7 +372,7 @@ fn missing_targets_and_addresses_are_reported_and_block_only_when_fail_closed() 
 }
 
 #[test]
-fn wildcards_are_accepted_but_reported() {
+fn wildcards_are_rules_hostnames_like_any_other() {
     let mut index = gateway_world();
     let mut spec = spec("Gateway", "kuadrant-egressgateway");
     spec.hostnames = vec![
@@ -378,11 +384,8 @@ fn wildcards_are_accepted_but_reported() {
         policy("gateway-system", "httpbin", "t", spec),
     );
     let state = index.compute();
-    assert_eq!(state.rules[0].hosts, ["httpbin.org"]);
-    assert_eq!(
-        state.outcomes[0].problems,
-        [Problem::WildcardHostname("*.httpbin.org".into())]
-    );
+    assert_eq!(state.rules[0].hosts, ["*.httpbin.org", "httpbin.org"]);
+    assert!(state.outcomes[0].problems.is_empty());
     assert!(state.outcomes[0].accepted.ok);
 }
 
@@ -409,7 +412,7 @@ fn the_oldest_policy_comes_first_so_it_wins_conflicts() {
 }
 
 #[test]
-fn each_distinct_selector_gets_its_own_group() {
+fn each_pod_gets_the_rules_of_the_policies_that_select_it() {
     let mut index = gateway_world();
     index.namespaces.insert(
         "apps".into(),
@@ -452,26 +455,25 @@ fn each_distinct_selector_gets_its_own_group() {
         ),
     );
     let state = index.compute();
-    let groups: Vec<(String, u32)> = state
-        .rules
-        .iter()
-        .map(|r| (r.owner.to_string(), r.groups))
-        .collect();
+    let names: Vec<String> = state.rules.iter().map(|r| r.owner.to_string()).collect();
     assert_eq!(
-        groups,
+        names,
         [
-            ("gateway-system/httpbin".into(), 1),
-            ("gateway-system/batch".into(), 2),
-            ("gateway-system/default2".into(), 1)
-        ],
-        "policies with the default selector share a group"
+            "gateway-system/httpbin",
+            "gateway-system/batch",
+            "gateway-system/default2"
+        ]
     );
     assert_eq!(
         state.selected[&uid("web")],
-        1,
+        BTreeSet::from([0, 2]),
         "web: only the default-selector policies"
     );
-    assert_eq!(state.selected[&uid("batch")], 3, "batch: both groups");
+    assert_eq!(
+        state.selected[&uid("batch")],
+        BTreeSet::from([0, 1, 2]),
+        "batch: all three"
+    );
 }
 
 #[test]
@@ -483,7 +485,7 @@ fn a_gateway_without_an_istio_labelled_service_is_exempt_through_its_address() {
         .for_each(|g| g.addresses = vec!["10.96.12.34".parse().unwrap()]);
     index.services.values_mut().for_each(|s| s.labels.clear());
     let state = index.compute();
-    assert_eq!(state.rules[0].gateway, Some("10.96.12.34".parse().unwrap()));
+    assert_eq!(state.rules[0].gateways, gateways("10.96.12.34"));
     assert!(
         state.exempt.contains(&uid("gw-0")),
         "backends of the Service holding the Gateway's address"

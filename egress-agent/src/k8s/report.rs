@@ -102,14 +102,13 @@ impl PolicyReporter {
         let mut found: Vec<(String, ObjectKey, Problem)> = Vec::new();
         for conflict in &facts.conflicts {
             if let RuleOwner::Policy(loser) = &conflict.loser {
-                let route = &conflict.route;
                 let fact = format!(
                     "conflict {} {} {} {}",
-                    route.dest, route.port, route.protocol, conflict.winner
+                    conflict.destination, conflict.port, conflict.protocol, conflict.winner
                 );
                 let message = format!(
-                    "{} port {}/{} is also claimed by {} with another gateway; the older policy wins",
-                    route.dest, route.port, route.protocol, conflict.winner
+                    "{} port {}/{} is also claimed by {} with another gateway for the same pods; the older policy wins",
+                    conflict.destination, conflict.port, conflict.protocol, conflict.winner
                 );
                 found.push((fact, object_key(loser), Problem::Conflict(message)));
             }

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     cgroupfs::Hierarchy,
     engine::{SourceState, StatusHandle},
-    intent::{DnsIntent, Intent},
+    intent::{DnsIntent, Intent, Selection},
 };
 
 /// Settings of the Kubernetes source.
@@ -155,7 +155,12 @@ pub fn intent(state: &ClusterState, hierarchy: &Hierarchy, dns_servers: &[Socket
     let selected = state
         .selected
         .iter()
-        .filter_map(|(pod, groups)| Some((id_of(pod)?, *groups)))
+        .filter_map(|(pod, rules)| {
+            Some(Selection {
+                cgroup: id_of(pod)?,
+                rules: rules.clone(),
+            })
+        })
         .collect();
     let exempt = state.exempt.iter().filter_map(&mut id_of).collect();
     Intent {
