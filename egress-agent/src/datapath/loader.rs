@@ -24,7 +24,7 @@ use aya::{
 use egress_common::{maps as defs, programs};
 use tracing::{debug, info, warn};
 
-use super::{DatapathError, OBJECT};
+use super::{DatapathError, OBJECT, detach};
 use crate::{
     bpffs::{PinDir, create_private_dir},
     cgroupfs,
@@ -325,6 +325,7 @@ fn remove_other_attachments(pins: &PinDir, keep: u64) -> Result<usize, DatapathE
         let path = dir.path();
         if let Ok(links) = std::fs::read_dir(&path) {
             for link in links.flatten() {
+                detach::detach_pinned(&link.path());
                 remove_if_present(&link.path())?;
                 removed += 1;
             }

@@ -2,6 +2,7 @@
 //! and carrying state over from older map layouts.
 
 mod codec;
+mod detach;
 mod error;
 mod loader;
 mod maps;
