@@ -6,8 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long the tests wait for the agent to converge.
-pub const CONVERGE: Duration = Duration::from_secs(15);
+/// How long the tests wait for the agent to converge (stretched in slow VMs, see
+/// [`crate::scaled`]).
+pub fn converge() -> Duration {
+    crate::scaled(Duration::from_secs(15))
+}
 
 /// The agent binary: `EGRESS_AGENT_BIN`, else from the test's target directory.
 pub fn agent_bin() -> PathBuf {
@@ -183,7 +186,7 @@ impl Agent {
 
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + CONVERGE;
+        let deadline = Instant::now() + converge();
         while Instant::now() < deadline {
             if self.log().contains(needle) {
                 return;
@@ -225,7 +228,7 @@ impl Agent {
         what: &str,
         done: impl Fn(&[serde_json::Value], &[serde_json::Value]) -> bool,
     ) {
-        let deadline = Instant::now() + CONVERGE;
+        let deadline = Instant::now() + converge();
         while Instant::now() < deadline {
             let cgroups = self
                 .maps_json("cgroups")
@@ -285,7 +288,7 @@ impl Agent {
 
     /// Waits until `done(status)` holds.
     pub fn wait_status(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + CONVERGE;
+        let deadline = Instant::now() + converge();
         let mut last = None;
         while Instant::now() < deadline {
             if let Some(status) = self.status() {

@@ -143,7 +143,7 @@ impl DnsServer {
             query.extend_from_slice(label.as_bytes());
         }
         query.extend_from_slice(&[0, 0, 1, 0, 1]);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(10));
         let mut buf = [0; 512];
         while Instant::now() < deadline {
             let _ = socket.send_to(&query, ("127.0.0.1", self.port));

@@ -35,7 +35,7 @@ impl FakeApi {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|err| panic!("start {script}: {err}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(10));
         let port = loop {
             if let Some(port) = std::fs::read_to_string(&port_file)
                 .ok()

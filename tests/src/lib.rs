@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod dns;
 pub mod kube;
 pub mod net;
+pub mod resolvers;
 pub mod world;
 
 pub use agent::Agent;
@@ -39,6 +40,18 @@ pub fn kernel_tests_enabled() -> bool {
         "no cgroup2 mount in /proc/self/mountinfo (set EGRESS_SKIP_KERNEL_TESTS=1 to skip by hand)"
     );
     true
+}
+
+/// `base` stretched for slow machines: the kernel matrix runs these tests in emulated VMs and
+/// sets `EGRESS_TEST_TIME_SCALE` (default 1). Only waits and upper bounds are stretched, never
+/// what a test asserts must take at least some time.
+pub fn scaled(base: std::time::Duration) -> std::time::Duration {
+    let scale = std::env::var("EGRESS_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    base * scale
 }
 
 /// A name unique to this process and call, for cgroups and pin directories.

@@ -56,7 +56,7 @@ fn policy(name: &str, service: &str, direct_port: u16, gateway_port: u16) -> Val
 }
 
 fn wait(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + egress_tests::scaled(Duration::from_secs(20));
     while Instant::now() < deadline {
         if done() {
             return;

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_dns;
 mod demo;
+mod matrix;
 mod setup;
 mod shell;
 mod test;
@@ -22,8 +23,18 @@ struct Cli {
 enum Command {
     /// Install the eBPF toolchain (nightly rust-src, bpf-linker) and the test packages.
     Setup,
-    /// fmt, clippy, unit tests and the real-kernel integration tests (as root).
-    Test,
+    /// fmt, clippy, unit tests and the real-kernel integration tests (as root) on the host's
+    /// kernel and on Debian's 5.10, 6.1 and 6.12 in VMs.
+    Test {
+        /// Run the integration tests only on these kernels: host, 5.10, 6.1, 6.12 or all
+        /// (repeatable; default all).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Run only these integration suites: datapath, dns, kubernetes, lifecycle
+        /// (repeatable; default all).
+        #[arg(long = "suite")]
+        suites: Vec<String>,
+    },
     /// Run the main job on a local sandbox: a client redirected to a gateway, one not.
     Demo,
     /// Measure connect cost (direct, hook miss, hook redirect, iptables DNAT) and hook ns/call;
@@ -34,7 +45,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
-        Command::Test => test::run(),
+        Command::Test { kernels, suites } => test::run(&kernels, &suites),
         Command::Demo => demo::run(),
         Command::Bench => bench::run(),
     }

@@ -4,8 +4,10 @@
 //!   compiles core for the BPF target with it) and clippy;
 //! * bpf-linker built against that nightly's own LLVM (a prefix whose `lib/libLLVM.so` links to
 //!   the nightly's libLLVM), so the two agree on the bitcode;
-//! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq;
-//! * kubernetes-validate from `PyPI`, for the manifests in `deploy/`;
+//! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq; the stub resolvers
+//!   of the learning tests (dig, musl, Go, c-ares, Node); for the kernel matrix
+//!   qemu-system-x86, busybox-static, kmod and udev;
+//! * from `PyPI`: kubernetes-validate (the manifests in `deploy/`) and virtme-ng (the matrix);
 //! * bpffs mounted at /sys/fs/bpf.
 //!
 //! Each step checks first and does nothing when already done.
@@ -20,14 +22,30 @@ use crate::shell::{self, works};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM major version of the nightly toolchain; bpf-linker's matching feature.
 const LLVM_FEATURE: &str = "llvm-22";
-/// Debian packages: (command that proves it is installed, package).
-const PACKAGES: [(&str, &str); 6] = [
-    ("bpftool", "bpftool"),
-    ("ip", "iproute2"),
-    ("iptables", "iptables"),
-    ("nft", "nftables"),
-    ("curl", "curl"),
-    ("dnsmasq", "dnsmasq"),
+/// Debian packages: (a shell test that proves it is installed, package).
+const PACKAGES: [(&str, &str); 15] = [
+    ("command -v bpftool", "bpftool"),
+    ("command -v ip", "iproute2"),
+    ("command -v iptables", "iptables"),
+    ("command -v nft", "nftables"),
+    ("command -v curl", "curl"),
+    ("command -v dnsmasq", "dnsmasq"),
+    // Real stub resolvers for the learning tests (tests/dns-fixtures): dig, musl (built
+    // static), Go's resolver, c-ares (pycares, for Debian's python3) and Node's c-ares.
+    ("command -v dig", "bind9-dnsutils"),
+    ("command -v musl-gcc", "musl-tools"),
+    ("command -v go", "golang-go"),
+    (
+        "test -d /usr/lib/python3/dist-packages/pycares",
+        "python3-pycares",
+    ),
+    ("command -v node", "nodejs"),
+    // The kernel matrix: QEMU, virtme-ng's guest init needs busybox and udev (without udev
+    // the guest cannot find its output channels), and depmod for the kernels' modules.
+    ("command -v qemu-system-x86_64", "qemu-system-x86"),
+    ("command -v busybox", "busybox-static"),
+    ("command -v depmod", "kmod"),
+    ("command -v udevadm", "udev"),
 ];
 
 /// Runs every step.
@@ -157,24 +175,28 @@ fn bpffs() -> anyhow::Result<()> {
     shell::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }
 
-/// kubernetes-validate (`PyPI`) checks `deploy/` against the real Kubernetes schemas.
+/// From `PyPI`: kubernetes-validate checks `deploy/` against the real Kubernetes schemas;
+/// virtme-ng (`vng`) boots the matrix's kernels.
 fn python_packages() -> anyhow::Result<()> {
-    if works("python3", &["-c", "import kubernetes_validate"]) {
-        return Ok(());
+    for (check, package) in [
+        ("import kubernetes_validate", "kubernetes-validate"),
+        ("import virtme_ng", "virtme-ng"),
+    ] {
+        if works("python3", &["-c", check]) {
+            continue;
+        }
+        shell::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", package]))?;
     }
-    shell::run(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "kubernetes-validate",
-    ]))
+    if !works("sh", &["-c", "command -v vng"]) {
+        bail!("virtme-ng is installed but `vng` is not on PATH");
+    }
+    Ok(())
 }
 
 fn packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(command, _)| !works("sh", &["-c", &format!("command -v {command}")]))
+        .filter(|(check, _)| !works("sh", &["-c", check]))
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {

@@ -49,6 +49,11 @@ pub(crate) fn works(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether `command` exits 0 (its output discarded).
+pub(crate) fn works_in(command: &mut Command) -> bool {
+    command.output().is_ok_and(|o| o.status.success())
+}
+
 /// `cargo`, as invoked by this xtask.
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
