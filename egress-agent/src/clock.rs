@@ -42,3 +42,9 @@ pub fn ns_instant(ns: u64) -> Instant {
             .unwrap_or(base)
     }
 }
+
+/// Seconds from `now_ns` to `at_ns` (negative when already past), for people.
+#[expect(clippy::cast_precision_loss, reason = "seconds for people")]
+pub fn secs_until(at_ns: u64, now_ns: u64) -> f64 {
+    (i128::from(at_ns) - i128::from(now_ns)) as f64 / 1e9
+}

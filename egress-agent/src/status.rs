@@ -20,6 +20,24 @@ pub struct StatusDocument {
     pub agent: AgentStatus,
     /// Every hostname the DNS engine resolves.
     pub hosts: Vec<HostStatus>,
+    /// What the kernel learned from the DNS answers selected workloads received, by hostname
+    /// pattern and cgroup (as of the last resync).
+    #[serde(default)]
+    pub learned: Vec<LearnedStatus>,
+}
+
+/// The addresses one selected cgroup learned for one hostname pattern.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LearnedStatus {
+    /// The hostname pattern the answers matched (`api.example.com`, `*.example.com`).
+    pub host: String,
+    /// The selected cgroup whose workloads received the answers (only they use the addresses).
+    pub cgroup: String,
+    /// How many addresses.
+    pub addresses: usize,
+    /// Seconds until the last of them leaves the routes (TTL plus grace) unless answered again.
+    pub expires_in_secs: f64,
 }
 
 /// What the agent reports about itself.
@@ -119,6 +137,20 @@ pub fn render(document: &StatusDocument) -> String {
         ],
         document.hosts.iter().map(host_row),
     ));
+    if !document.learned.is_empty() {
+        text.push_str("\nLEARNED FROM ANSWERS\n");
+        text.push_str(&table(
+            &["HOST", "CGROUP", "ADDRESSES", "EXPIRES"],
+            document.learned.iter().map(|l| {
+                vec![
+                    l.host.clone(),
+                    l.cgroup.clone(),
+                    l.addresses.to_string(),
+                    format!("{:.0}s", l.expires_in_secs),
+                ]
+            }),
+        ));
+    }
     text
 }
 

@@ -32,6 +32,12 @@ fn the_document_round_trips_and_renders() {
             failures: 2,
             next_refresh_in_secs: 1.5,
         }],
+        learned: vec![LearnedStatus {
+            host: "*.cdn.test".into(),
+            cgroup: "kubepods/pod1".into(),
+            addresses: 3,
+            expires_in_secs: 299.6,
+        }],
     };
     let json = serde_json::to_value(&document).unwrap();
     assert_eq!(json["hosts"][0]["state"], "stale");
@@ -42,4 +48,9 @@ fn the_document_round_trips_and_renders() {
     assert!(text.contains("203.0.113.1 (grace 57s)"), "{text}");
     assert!(text.contains("stale"), "{text}");
     assert!(text.contains("web.test      443    TCP"), "{text}");
+    assert!(text.contains("LEARNED FROM ANSWERS"), "{text}");
+    assert!(
+        text.contains("*.cdn.test   kubepods/pod1   3           300s"),
+        "{text}"
+    );
 }

@@ -43,7 +43,7 @@ use crate::{
     datapath::{self, DatapathError, Maps},
     dns::{DnsEngine, DnsSettings, HostStatus, parse_resolv_conf, state::Timing},
     intent::{DnsIntent, Intent},
-    status::{AgentStatus, ConflictStatus, StatusDocument},
+    status::{AgentStatus, ConflictStatus, LearnedStatus, StatusDocument},
 };
 
 /// Errors putting an intent in force.
@@ -73,6 +73,7 @@ pub struct Facts {
 struct Shared {
     agent: AgentStatus,
     conflicts: Vec<Conflict>,
+    learned: Vec<learned::LearnedGroup>,
 }
 
 /// A read-only view of the engine's state, for the admin endpoint and for sources that report
@@ -90,9 +91,21 @@ impl StatusHandle {
 
     /// The `/status` document.
     pub fn document(&self) -> StatusDocument {
+        let shared = self.lock();
+        let now = clock::monotonic_ns();
         StatusDocument {
-            agent: self.lock().agent.clone(),
+            agent: shared.agent.clone(),
             hosts: self.dns.status(),
+            learned: shared
+                .learned
+                .iter()
+                .map(|group| LearnedStatus {
+                    host: group.host.clone(),
+                    cgroup: group.cgroup.clone(),
+                    addresses: group.addresses,
+                    expires_in_secs: clock::secs_until(group.last_expiry_ns, now),
+                })
+                .collect(),
         }
     }
 
@@ -374,9 +387,13 @@ impl Engine {
         match learned::expire(
             &mut attached.maps,
             &attached.installed,
+            &self.hierarchy,
             clock::monotonic_ns(),
         ) {
-            Ok(removed) => removed,
+            Ok((removed, summary)) => {
+                self.status.lock().learned = summary;
+                removed
+            }
             Err(err) => {
                 warn!(error = %err, "cannot expire learned addresses");
                 0

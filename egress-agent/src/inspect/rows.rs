@@ -179,9 +179,8 @@ impl Snapshot {
             Action::Redirect { gateways, port } => (gateways.addresses(), port, None),
             Action::Refuse(reason) => (Vec::new(), 0, Some(reason)),
         };
-        #[expect(clippy::cast_precision_loss, reason = "seconds for people")]
-        let expires_in_secs = (entry.expires_ns != 0)
-            .then(|| (i128::from(entry.expires_ns) - i128::from(now)) as f64 / 1e9);
+        let expires_in_secs =
+            (entry.expires_ns != 0).then(|| clock::secs_until(entry.expires_ns, now));
         RouteRow {
             destination,
             port: key.port,
