@@ -27,21 +27,33 @@ impl Server {
             let Ok(udp) = UdpSocket::bind(addr) else {
                 continue;
             };
-            thread::spawn(move || {
-                for mut stream in tcp.incoming().flatten() {
-                    let _ = stream.write_all(label.as_bytes());
-                }
-            });
-            thread::spawn(move || {
-                let mut buf = [0; 512];
-                while let Ok((len, from)) = udp.recv_from(&mut buf) {
-                    let reply = format!("{label}:{}", String::from_utf8_lossy(&buf[..len]));
-                    let _ = udp.send_to(reply.as_bytes(), from);
-                }
-            });
-            return Self { addr };
+            return Self::serve(tcp, udp, label);
         }
         panic!("no port free for both TCP and UDP on {ip}");
+    }
+
+    /// Starts a server labelled `label` on `ip:port` exactly.
+    pub fn bind(ip: &str, port: u16, label: &'static str) -> std::io::Result<Self> {
+        let tcp = TcpListener::bind((ip, port))?;
+        let udp = UdpSocket::bind(tcp.local_addr()?)?;
+        Ok(Self::serve(tcp, udp, label))
+    }
+
+    fn serve(tcp: TcpListener, udp: UdpSocket, label: &'static str) -> Self {
+        let addr = tcp.local_addr().expect("local addr");
+        thread::spawn(move || {
+            for mut stream in tcp.incoming().flatten() {
+                let _ = stream.write_all(label.as_bytes());
+            }
+        });
+        thread::spawn(move || {
+            let mut buf = [0; 512];
+            while let Ok((len, from)) = udp.recv_from(&mut buf) {
+                let reply = format!("{label}:{}", String::from_utf8_lossy(&buf[..len]));
+                let _ = udp.send_to(reply.as_bytes(), from);
+            }
+        });
+        Self { addr }
     }
 
     /// The port.
