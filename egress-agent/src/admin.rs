@@ -1,19 +1,30 @@
-//! The agent's local admin endpoint: `/live`, `/ready` and `/status` (JSON) over HTTP/1.
+//! The agent's HTTP endpoints (hyper, HTTP/1, GET only, with read timeouts):
 //!
-//! `/ready` answers 200 once the programs are attached and a valid configuration is in force.
-//! `/status` is what `egress-agent status` shows: the configuration's state (including why the
-//! last edit was rejected), conflicts between rules, and every hostname's addresses and health.
+//! * admin, on localhost by default: `/status` (what `egress-agent status` shows), `/live`,
+//!   `/ready`, `/metrics`;
+//! * metrics, on the pod IP in a cluster: `/metrics` (`OpenMetrics`), `/live`, `/ready`, read
+//!   only, so the kubelet's probes and Prometheus reach it and nothing can change state.
+//!
+//! `/ready` answers 200 once the programs are attached and a valid intent is in force; `/live`
+//! fails when an internal task is stuck or ended (see `health.rs`).
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
 use tracing::{debug, info};
 
-use crate::{engine::StatusHandle, status::StatusDocument};
+use crate::{bpffs::PinDir, engine::StatusHandle, health::Health, metrics, status::StatusDocument};
 
 /// Default address of the admin endpoint.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may last.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors asking a running agent for its status.
 #[derive(Debug, thiserror::Error)]
@@ -29,65 +40,124 @@ pub enum AdminError {
     Decode(#[from] serde_json::Error),
 }
 
-/// Serves the endpoint on `listener` forever.
-pub async fn serve(listener: TcpListener, status: StatusHandle) {
+/// Which endpoint a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/status`, `/live`, `/ready`, `/metrics`.
+    Admin,
+    /// `/metrics`, `/live`, `/ready`.
+    Metrics,
+}
+
+/// What the endpoints read.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    /// The engine's status.
+    pub status: StatusHandle,
+    /// Task heartbeats.
+    pub health: Health,
+    /// The pinned maps, for the datapath metrics.
+    pub pins: PinDir,
+}
+
+/// Serves `endpoint` on `listener` forever.
+pub async fn serve(listener: TcpListener, endpoint: Endpoint, sources: Sources) {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "admin endpoint listening");
+        info!(%addr, ?endpoint, "HTTP endpoint listening");
     }
+    let sources = Arc::new(sources);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let status = status.clone();
+        let sources = Arc::clone(&sources);
         tokio::spawn(async move {
-            if let Err(err) = handle(stream, &status).await {
-                debug!(%peer, error = %err, "admin request failed");
+            let service = service_fn(move |request| {
+                let sources = Arc::clone(&sources);
+                async move { Ok::<_, Infallible>(respond(&request, endpoint, &sources)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => debug!(%peer, error = %err, "HTTP connection failed"),
+                Err(_) => debug!(%peer, "HTTP connection timed out"),
             }
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, status: &StatusHandle) -> std::io::Result<()> {
-    let mut request = Vec::new();
-    let mut buf = [0; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let read = stream.read(&mut buf).await?;
-        if read == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..read]);
+fn respond(
+    request: &Request<Incoming>,
+    endpoint: Endpoint,
+    sources: &Sources,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_owned(),
+        );
     }
-    let text = String::from_utf8_lossy(&request);
-    let path = text.split_whitespace().nth(1).unwrap_or("/");
-    let (code, body) = match path {
-        "/live" | "/healthz" => ("200 OK", "ok\n".to_owned()),
-        "/ready" if status.ready() => ("200 OK", "ready\n".to_owned()),
-        "/ready" => ("503 Service Unavailable", "not ready\n".to_owned()),
-        "/status" => (
-            "200 OK",
-            serde_json::to_string_pretty(&status.document()).unwrap_or_default(),
+    match (request.uri().path(), endpoint) {
+        ("/live" | "/healthz", _) => {
+            let problems = sources.health.problems();
+            if problems.is_empty() {
+                reply(StatusCode::OK, "text/plain", "ok\n".to_owned())
+            } else {
+                let body = format!("stuck: {}\n", problems.join("; "));
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
+            }
+        }
+        ("/ready", _) if sources.status.ready() => {
+            reply(StatusCode::OK, "text/plain", "ready\n".to_owned())
+        }
+        ("/ready", _) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".to_owned(),
         ),
-        _ => ("404 Not Found", "try /live, /ready or /status\n".to_owned()),
-    };
-    let content_type = if path == "/status" {
-        "application/json"
-    } else {
-        "text/plain"
-    };
-    let response = format!(
-        "HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+        ("/metrics", _) => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics::render(Some(metrics::Datapath::new(sources.pins.clone()))),
+        ),
+        ("/status", Endpoint::Admin) => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&sources.status.document()).unwrap_or_default(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            match endpoint {
+                Endpoint::Admin => "try /status, /live, /ready or /metrics\n",
+                Endpoint::Metrics => "try /metrics, /live or /ready\n",
+            }
+            .to_owned(),
+        ),
+    }
+}
+
+fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = code;
+    if let Ok(value) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
 }
 
 /// Fetches `/status` from a running agent (blocking; for the CLI).
 pub fn fetch_status(addr: std::net::SocketAddr) -> Result<StatusDocument, AdminError> {
     use std::io::{Read as _, Write as _};
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

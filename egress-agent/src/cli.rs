@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: attach the programs and keep the maps in sync with the config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the pinned maps (works while the agent is down).
     Maps(MapsArgs),
     /// Detach the programs and remove every pinned object.
@@ -73,6 +73,40 @@ pub struct RunArgs {
     /// agent's /etc/resolv.conf.
     #[arg(long = "dns-server")]
     pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Kubernetes mode: a namespace whose policies may select pods in other namespaces (the
+    /// platform team's gateway namespace); repeatable, or comma-separated in the environment.
+    /// Policies elsewhere select only in their own namespace.
+    #[arg(
+        long = "trusted-namespace",
+        env = "EGRESS_TRUSTED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub trusted_namespaces: Vec<String>,
+    /// Kubernetes mode: the cluster DNS Service (`namespace/name`); answers from its ClusterIPs
+    /// and endpoints to selected pods are learned. `none` turns it off.
+    #[arg(long, default_value = "kube-system/kube-dns")]
+    pub cluster_dns: String,
+    /// Kubernetes mode: a node-local DNS cache address whose answers are learned too
+    /// (repeatable; for example 169.254.20.10).
+    #[arg(long = "node-local-dns")]
+    pub node_local_dns: Vec<std::net::IpAddr>,
+    /// Kubernetes mode: the namespace of the Lease that elects the one agent writing policy
+    /// status and Events (the agent's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "egress-agent-system")]
+    pub lease_namespace: String,
+    /// Kubernetes mode: where the kubelet creates pod cgroups, relative to the cgroup2 root
+    /// (its `cgroupRoot`, say `kubepods.slice` or `kubelet.slice`); repeatable. Default: the
+    /// whole hierarchy is searched.
+    #[arg(long = "kubelet-cgroup-root")]
+    pub kubelet_cgroup_roots: Vec<PathBuf>,
+    /// Kubernetes mode: list in pages of this many objects with consistent reads; 0 (the
+    /// default) lists from the API server's watch cache in one response, as the kubelet does.
+    #[arg(long, default_value_t = 0)]
+    pub list_page_size: u32,
+    /// Address of the metrics endpoint (`/metrics`, `/live`, `/ready`; read-only); `off`
+    /// disables it. In a pod: the pod IP.
+    #[arg(long, default_value = "off", env = "EGRESS_METRICS_ADDR")]
+    pub metrics_addr: String,
     /// The host's cgroup2 hierarchy; default: the first cgroup2 mount in /proc/self/mountinfo.
     /// In a pod, mount the host's hierarchy and point here: the container's own
     /// `/sys/fs/cgroup` is its cgroup namespace's view.

@@ -56,7 +56,11 @@ impl FileSource {
 
     /// Runs until the engine goes away: reload on SIGHUP or a change of the file, look cgroups
     /// up again every `resync_interval`.
-    pub async fn run(mut self, resync_interval: Duration) -> std::io::Result<()> {
+    pub async fn run(
+        mut self,
+        resync_interval: Duration,
+        heartbeat: crate::health::Heartbeat,
+    ) -> std::io::Result<()> {
         let mut hangup = signal(SignalKind::hangup())?;
         let mut watch = tokio::time::interval(WATCH_INTERVAL);
         let mut resync = tokio::time::interval(resync_interval);
@@ -64,6 +68,7 @@ impl FileSource {
         resync.tick().await;
         self.reload(true);
         loop {
+            heartbeat.beat();
             tokio::select! {
                 _ = hangup.recv() => {
                     info!("SIGHUP: reloading");

@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the runtime")?
-            .block_on(run::run(args)),
+            .block_on(run::run(*args)),
         Command::Maps(args) => {
             let pins = PinDir::new(args.pins.bpffs_dir);
             let text = inspect::render(&pins, args.which, args.output)?;

@@ -9,11 +9,8 @@ use std::{
 
 use egress_agent::{
     cgroupfs::Hierarchy,
-    k8s::{
-        cgroups::{find_pod_cgroup, watch},
-        index::PodRef,
-        model::QosClass,
-    },
+    health::Health,
+    k8s::cgroups::{PodCgroups, watch},
 };
 
 struct Subtree(PathBuf);
@@ -72,31 +69,20 @@ const UID_A: &str = "11111111-2222-4333-8444-555555555555";
 const UID_B: &str = "66666666-7777-4888-9999-aaaaaaaaaaaa";
 
 #[test]
-fn finds_pod_cgroups_for_both_drivers() {
+fn finds_pod_cgroups_in_real_cgroup_directories() {
     let Some(tree) = Subtree::new("find") else {
         return;
     };
     let systemd = tree.mkdir("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_4333_8444_555555555555.slice");
     tree.mkdir("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_4333_8444_555555555555.slice/cri-containerd-abc.scope");
-    let cgroupfs = tree.mkdir("kubepods/pod66666666-7777-4888-9999-aaaaaaaaaaaa");
-    let a = PodRef {
-        uid: UID_A.into(),
-        qos: QosClass::Burstable,
-    };
-    let b = PodRef {
-        uid: UID_B.into(),
-        qos: QosClass::Guaranteed,
-    };
-    assert_eq!(find_pod_cgroup(&tree.0, &a), Some(systemd));
-    assert_eq!(find_pod_cgroup(&tree.0, &b), Some(cgroupfs));
-    let missing = PodRef {
-        uid: UID_A.into(),
-        qos: QosClass::BestEffort,
-    };
-    assert_eq!(
-        find_pod_cgroup(&tree.0, &missing),
-        None,
-        "wrong QoS: not found"
+    let kind = tree.mkdir("kubelet/kubepods/pod66666666-7777-4888-9999-aaaaaaaaaaaa");
+    let found = PodCgroups::scan(std::slice::from_ref(&tree.0));
+    assert_eq!(found.of(UID_A, &[]), [systemd]);
+    assert_eq!(found.of(UID_B, &[]), [kind], "a nested (kind) layout");
+    assert!(
+        found
+            .of("00000000-0000-4000-8000-000000000000", &[])
+            .is_empty()
     );
 }
 
@@ -110,20 +96,26 @@ fn the_watch_reports_pod_cgroups_as_they_appear_even_inside_new_parents() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut events = watch(tree.0.clone()).unwrap_or_else(|err| panic!("inotify: {err}"));
+        let roots = vec![tree.0.clone()];
+        let health = Health::default();
+        let first = PodCgroups::scan(&roots);
+        let mut events = watch(&first, roots.clone(), health.register("watch", Duration::MAX))
+            .unwrap_or_else(|err| panic!("inotify: {err}"));
         // The kubelet's whole chain appears at once: parents and pod cgroup in one mkdir -p.
         tree.mkdir("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod11111111_2222_4333_8444_555555555555.slice");
-        let uid = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
-        assert_eq!(uid.ok().flatten().as_deref(), Some(UID_A), "pod cgroup inside brand-new parents reported");
-        // And a cgroupfs-layout pod later.
+        let woke = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+        assert!(matches!(woke, Ok(Some(()))), "a change was reported");
+        assert_eq!(PodCgroups::scan(&roots).of(UID_A, &[]).len(), 1);
+        // And a cgroupfs-layout pod later, inside directories watched since the first change.
         tree.mkdir("kubepods/burstable/pod66666666-7777-4888-9999-aaaaaaaaaaaa");
-        let mut seen = Vec::new();
-        while let Ok(Some(uid)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
-            seen.push(uid.clone());
-            if uid == UID_B {
-                break;
-            }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while PodCgroups::scan(&roots).of(UID_B, &[]).is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(
+                tokio::time::timeout(left, events.recv()).await.is_ok(),
+                "cgroupfs pod reported"
+            );
         }
-        assert!(seen.contains(&UID_B.to_owned()), "cgroupfs pod reported: {seen:?}");
+        assert!(health.problems().is_empty(), "the watch thread runs");
     });
 }

@@ -256,6 +256,8 @@ fn kubernetes_mode_end_to_end() {
         &root.path().display().to_string(),
         "--dns-server",
         &dns.addr(),
+        "--trusted-namespace",
+        "gw",
     ]);
     agent.wait_status("policy's hostname resolved", |status| {
         status["hosts"].as_array().is_some_and(|hosts| {

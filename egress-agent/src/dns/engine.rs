@@ -243,9 +243,10 @@ impl DnsEngine {
     }
 
     /// Runs the engine forever.
-    pub async fn run(self) {
+    pub async fn run(self, heartbeat: crate::health::Heartbeat) {
         let mut queries: JoinSet<(String, Result<Resolution, QueryError>)> = JoinSet::new();
         loop {
+            heartbeat.beat();
             let next = self.start_due(&mut queries);
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
@@ -291,7 +292,15 @@ impl DnsEngine {
             let timeout = settings.timeout;
             let name = name.clone();
             queries.spawn(async move {
+                let started = Instant::now();
                 let result = resolve(&servers, &name, timeout).await;
+                let outcome = match &result {
+                    Ok(Resolution::Addresses(_)) => "answer",
+                    Ok(Resolution::NxDomain(_)) => "nxdomain",
+                    Ok(Resolution::NoData(_)) => "nodata",
+                    Err(_) => "error",
+                };
+                crate::metrics::dns_query(outcome, started.elapsed().as_secs_f64());
                 (name, result)
             });
         }

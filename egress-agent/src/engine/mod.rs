@@ -42,6 +42,7 @@ use crate::{
     clock,
     datapath::{self, DatapathError, Maps},
     dns::{DnsEngine, DnsSettings, HostStatus, parse_resolv_conf, state::Timing},
+    health::Health,
     intent::{DnsIntent, Intent},
     status::{AgentStatus, ConflictStatus, LearnedStatus, StatusDocument},
 };
@@ -58,6 +59,28 @@ pub enum EngineError {
     /// An id range ran out.
     #[error(transparent)]
     Exhausted(#[from] Exhausted),
+}
+
+/// Routes by source and map fill, for the metrics.
+#[expect(clippy::cast_precision_loss, reason = "ratios")]
+fn record_sizes(desired: &desired::Desired) {
+    use egress_common::maps as defs;
+    let resolved = desired
+        .addresses
+        .values()
+        .filter(|entry| entry.source == crate::route::Source::Resolved)
+        .count();
+    let statics = desired.addresses.len() - resolved + desired.cidrs.len();
+    crate::metrics::set_routes("static", statics);
+    crate::metrics::set_routes("resolved", resolved);
+    for (name, used, def) in [
+        ("addresses", desired.addresses.len(), defs::ADDRESSES),
+        ("cidrs", desired.cidrs.len(), defs::CIDRS),
+        ("cgroups", desired.cgroups.len(), defs::CGROUPS),
+        ("targets", desired.targets.len(), defs::TARGETS),
+    ] {
+        crate::metrics::set_map_fill(name, used as f64 / f64::from(def.max_entries));
+    }
 }
 
 /// What the engine learned at runtime, for sources that report it (Kubernetes Events).
@@ -154,9 +177,13 @@ pub struct Engine {
 impl Engine {
     /// A new engine pinning under `pins`; nothing is attached until the first intent arrives.
     /// Spawns the DNS engine.
-    pub fn new(pins: PinDir, hierarchy: Hierarchy) -> Self {
+    pub fn new(pins: PinDir, hierarchy: Hierarchy, health: &Health) -> Self {
         let (dns, dns_changed) = DnsEngine::new(DnsSettings::default());
-        tokio::spawn(dns.clone().run());
+        // The DNS engine wakes at least once a minute.
+        tokio::spawn(
+            dns.clone()
+                .run(health.register("dns", std::time::Duration::from_mins(3))),
+        );
         Self {
             pins,
             hierarchy,
@@ -217,11 +244,13 @@ impl Engine {
         let Some(intent) = self.intent.clone() else {
             return;
         };
+        let started = std::time::Instant::now();
         let result = match self.attach_point(&intent) {
             Ok(at) if self.attached.as_ref().is_some_and(|a| a.at == at) => self.write(&intent),
             Ok(at) => self.attach(&intent, at),
             Err(err) => Err(err),
         };
+        crate::metrics::reconciled(result.is_ok(), started.elapsed().as_secs_f64());
         let reconcile_error = match result {
             Ok(()) => None,
             Err(err) => {
@@ -338,6 +367,7 @@ impl Engine {
             desired.addresses.len() + desired.cidrs.len(),
             desired.cgroups.len(),
         );
+        record_sizes(&desired);
         {
             let mut shared = self.status.lock();
             shared.conflicts.clone_from(&desired.conflicts);
@@ -391,6 +421,13 @@ impl Engine {
             clock::monotonic_ns(),
         ) {
             Ok((removed, summary)) => {
+                let learned: usize = summary.iter().map(|group| group.addresses).sum();
+                crate::metrics::set_routes("learned", learned);
+                #[expect(clippy::cast_precision_loss, reason = "a ratio")]
+                crate::metrics::set_map_fill(
+                    "learned",
+                    learned as f64 / f64::from(egress_common::maps::LEARNED.max_entries),
+                );
                 self.status.lock().learned = summary;
                 removed
             }

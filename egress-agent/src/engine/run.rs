@@ -28,6 +28,7 @@ pub async fn run(
     mut engine: Engine,
     mut source: watch::Receiver<SourceState>,
     resync_interval: Duration,
+    heartbeat: crate::health::Heartbeat,
 ) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -37,6 +38,7 @@ pub async fn run(
     engine.set_source(&source.borrow_and_update());
     engine.apply();
     loop {
+        heartbeat.beat();
         tokio::select! {
             Ok(()) = source.changed() => {
                 engine.set_source(&source.borrow_and_update());

@@ -1,19 +1,25 @@
-//! Finding pods' cgroups under the host's cgroup2 hierarchy, for both kubelet cgroup drivers,
-//! and noticing new ones the moment the kubelet creates them.
+//! Finding pods' cgroups under the host's cgroup2 hierarchy, whatever the layout, and noticing
+//! new ones the moment the kubelet creates them.
+//!
+//! The kubelet names a pod's cgroup after its UID, wherever it puts it:
 //!
 //! ```text
 //! systemd:   kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid with _>.slice
-//!            kubepods.slice/kubepods-pod<uid with _>.slice            (Guaranteed)
 //! cgroupfs:  kubepods/<qos>/pod<uid>
-//!            kubepods/pod<uid>                                         (Guaranteed)
+//! kind:      kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-<qos>.slice/...pod<uid _>.slice
+//!            kubelet/kubepods/<qos>/pod<uid>
+//! custom:    <cgroupRoot>/kubepods/...
+//! static:    ...pod<32-hex config hash>...   (the mirror pod's `kubernetes.io/config.mirror`)
 //! ```
 //!
-//! Container scopes (containerd, CRI-O) are children of the pod cgroup, so selecting the pod
-//! cgroup covers them through the ancestor walk. The kubelet creates the pod cgroup before any
-//! container starts; the inotify watch turns that mkdir into a reconcile within milliseconds.
+//! So the hierarchy (or the configured kubelet cgroup roots) is walked and every directory
+//! whose name carries a pod UID is indexed. With `cgroupsPerQOS=false` there is no pod cgroup:
+//! the pod's containers are found by their container IDs (`cri-containerd-<id>.scope`,
+//! `crio-<id>.scope`, `docker-<id>.scope`, or a bare `<id>`), each selected on its own.
+//! Container scopes inside a pod cgroup are covered by the pod's entry through the walk up.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     path::{Path, PathBuf},
 };
 
@@ -21,126 +27,172 @@ use inotify::{Inotify, WatchMask};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{index::PodRef, model::QosClass};
+/// How deep below a walk root pod and container cgroups are looked for.
+const MAX_DEPTH: usize = 8;
 
-/// The candidate cgroup paths of a pod, relative to the cgroup2 root.
-pub fn pod_cgroup_paths(pod: &PodRef) -> [PathBuf; 2] {
-    let underscored = pod.uid.replace('-', "_");
-    match pod.qos {
-        QosClass::Guaranteed => [
-            PathBuf::from(format!("kubepods.slice/kubepods-pod{underscored}.slice")),
-            PathBuf::from(format!("kubepods/pod{}", pod.uid)),
-        ],
-        QosClass::Burstable | QosClass::BestEffort => {
-            let qos = if pod.qos == QosClass::Burstable {
-                "burstable"
-            } else {
-                "besteffort"
-            };
-            [
-                PathBuf::from(format!(
-                    "kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{underscored}.slice"
-                )),
-                PathBuf::from(format!("kubepods/{qos}/pod{}", pod.uid)),
-            ]
+/// Pod and container cgroups found in one walk.
+#[derive(Clone, Debug, Default)]
+pub struct PodCgroups {
+    pods: HashMap<String, PathBuf>,
+    containers: HashMap<String, PathBuf>,
+    /// Directories worth an inotify watch: those holding pod or container cgroups, and the
+    /// kubelet's own (`*kubepods*`, `*kubelet*`).
+    parents: BTreeSet<PathBuf>,
+}
+
+impl PodCgroups {
+    /// Walks each of `roots` (absolute) for pod and container cgroups.
+    pub fn scan(roots: &[PathBuf]) -> Self {
+        let mut found = Self::default();
+        for root in roots {
+            found.parents.insert(root.clone());
+            found.walk(root, 0);
         }
+        found
+    }
+
+    fn walk(&mut self, dir: &Path, depth: usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            if let Some(uid) = pod_uid_of(&name) {
+                self.parents.insert(dir.to_owned());
+                self.pods.insert(uid, path);
+            } else if let Some(id) = container_id_of(&name) {
+                self.parents.insert(dir.to_owned());
+                self.containers.insert(id, path);
+            } else if depth < MAX_DEPTH {
+                if name.contains("kubepods") || name.contains("kubelet") {
+                    self.parents.insert(path.clone());
+                }
+                self.walk(&path, depth + 1);
+            }
+        }
+    }
+
+    /// The cgroups of a pod: its pod cgroup, else (no pod cgroup, as with
+    /// `cgroupsPerQOS=false`) its containers' cgroups. Empty when none is found.
+    pub fn of(&self, uid: &str, container_ids: &[String]) -> Vec<PathBuf> {
+        if let Some(path) = self.pods.get(uid) {
+            return vec![path.clone()];
+        }
+        container_ids
+            .iter()
+            .filter_map(|id| self.containers.get(id).cloned())
+            .collect()
+    }
+
+    /// The directories to watch for new pod cgroups.
+    pub fn parents(&self) -> &BTreeSet<PathBuf> {
+        &self.parents
     }
 }
 
-/// The pod's cgroup directory under `root`, if it exists.
-pub fn find_pod_cgroup(root: &Path, pod: &PodRef) -> Option<PathBuf> {
-    pod_cgroup_paths(pod)
-        .into_iter()
-        .map(|path| root.join(path))
-        .find(|path| path.is_dir())
-}
-
-/// The pod UID named by a cgroup directory name (`pod<uid>` or `kubepods-...pod<uid_>.slice`).
+/// The pod UID named by a cgroup directory name: `pod<uid>`, or a systemd slice ending in
+/// `-pod<uid with _>.slice`; the UID is a dashed UUID or a static pod's 32-hex config hash.
 pub fn pod_uid_of(name: &str) -> Option<String> {
     let uid = if let Some(rest) = name.strip_suffix(".slice") {
-        rest.rsplit_once("pod")?.1.replace('_', "-")
+        let (before, uid) = rest.rsplit_once("pod")?;
+        if !before.is_empty() && !before.ends_with('-') {
+            return None;
+        }
+        uid.replace('_', "-")
     } else {
         name.strip_prefix("pod")?.to_owned()
     };
-    let valid = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    valid.then_some(uid)
+    let dashed = uid.len() == 36
+        && uid.chars().enumerate().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    let hash = uid.len() == 32 && uid.chars().all(|c| c.is_ascii_hexdigit());
+    (dashed || hash).then_some(uid)
 }
 
-/// The directories the kubelet creates pod cgroups in (and their parents), relative to root.
-const WATCHED: [&str; 7] = [
-    "",
-    "kubepods.slice",
-    "kubepods.slice/kubepods-burstable.slice",
-    "kubepods.slice/kubepods-besteffort.slice",
-    "kubepods",
-    "kubepods/burstable",
-    "kubepods/besteffort",
-];
+/// The container ID named by a cgroup directory name (`cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `docker-<id>.scope`, or a bare 64-hex `<id>`).
+pub fn container_id_of(name: &str) -> Option<String> {
+    let id = match name.strip_suffix(".scope") {
+        Some(scope) => ["cri-containerd-", "crio-", "docker-"]
+            .iter()
+            .find_map(|prefix| scope.strip_prefix(prefix))?,
+        None => name,
+    };
+    (id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_owned())
+}
 
-/// Watches `root` for pod cgroups appearing and disappearing; sends the pod UID of each.
-/// Runs on its own thread (inotify reads block); ends when the receiver is dropped.
-pub fn watch(root: PathBuf) -> std::io::Result<mpsc::UnboundedReceiver<String>> {
+/// The container ID of a `containerStatuses[].containerID` (`containerd://<id>`).
+pub fn container_id_of_status(container_id: &str) -> Option<String> {
+    let id = container_id
+        .rsplit_once("://")
+        .map_or(container_id, |(_, id)| id);
+    container_id_of(id)
+}
+
+/// Watches the directories pod cgroups appear in; sends a unit each time something changes
+/// there (the source walks again). Runs on its own thread (inotify reads block), holding
+/// `alive` until it ends (when the receiver is dropped, or inotify fails).
+pub fn watch(
+    first: &PodCgroups,
+    roots: Vec<PathBuf>,
+    alive: crate::health::Heartbeat,
+) -> std::io::Result<mpsc::UnboundedReceiver<()>> {
     let mut inotify = Inotify::init()?;
     let (sender, receiver) = mpsc::unbounded_channel();
     let mut watched = BTreeSet::new();
-    for uid in add_watches(&mut inotify, &root, &mut watched) {
-        let _ = sender.send(uid);
-    }
+    add_watches(&mut inotify, first.parents(), &mut watched);
     std::thread::Builder::new()
         .name("cgroup-watch".into())
         .spawn(move || {
+            let _alive = alive;
             let mut buffer = [0; 4096];
             loop {
-                let events = match inotify.read_events_blocking(&mut buffer) {
-                    Ok(events) => events
-                        .filter_map(|e| e.name.map(|n| n.to_string_lossy().into_owned()))
-                        .collect::<Vec<_>>(),
+                let changed = match inotify.read_events_blocking(&mut buffer) {
+                    Ok(events) => events.count(),
                     Err(err) => {
                         warn!(error = %err, "cgroup watch stopped");
                         return;
                     }
                 };
-                // A new QoS or kubepods directory may have appeared: watch it too, and report pods
-                // created inside it before the watch existed (`mkdir -p` outruns us).
-                let mut uids: Vec<String> = add_watches(&mut inotify, &root, &mut watched);
-                uids.extend(events.iter().filter_map(|name| pod_uid_of(name)));
-                for uid in uids {
-                    debug!(uid, "pod cgroup changed");
-                    if sender.send(uid).is_err() {
-                        return;
-                    }
+                debug!(changed, "cgroup directories changed");
+                // New kubelet directories (a QoS slice, say) get watched too.
+                let found = PodCgroups::scan(&roots);
+                add_watches(&mut inotify, found.parents(), &mut watched);
+                if sender.send(()).is_err() {
+                    return;
                 }
             }
         })?;
     Ok(receiver)
 }
 
-/// Watches the kubelet's directories that exist now; returns the pods already inside the newly
-/// watched ones.
-fn add_watches(inotify: &mut Inotify, root: &Path, watched: &mut BTreeSet<PathBuf>) -> Vec<String> {
-    let mut found = Vec::new();
-    for dir in WATCHED {
-        let path = root.join(dir);
-        if watched.contains(&path) || !path.is_dir() {
+fn add_watches(inotify: &mut Inotify, dirs: &BTreeSet<PathBuf>, watched: &mut BTreeSet<PathBuf>) {
+    for dir in dirs {
+        if watched.contains(dir) {
             continue;
         }
         match inotify.watches().add(
-            &path,
+            dir,
             WatchMask::CREATE | WatchMask::DELETE | WatchMask::ONLYDIR,
         ) {
             Ok(_) => {
-                let entries = std::fs::read_dir(&path).into_iter().flatten().flatten();
-                found.extend(
-                    entries.filter_map(|entry| pod_uid_of(&entry.file_name().to_string_lossy())),
-                );
-                watched.insert(path);
+                watched.insert(dir.clone());
             }
             Err(err) => {
-                warn!(path = %path.display(), error = %err, "cannot watch cgroup directory");
+                warn!(path = %dir.display(), error = %err, "cannot watch cgroup directory");
             }
         }
     }
-    found
 }
 
 #[cfg(test)]

@@ -10,12 +10,16 @@ use k8s_openapi::api::{
 use kube::{ResourceExt as _, api::DynamicObject, core::PartialObjectMeta};
 
 use super::{
-    crd::EgressRedirectPolicy,
+    crd::{EgressRedirectPolicy, PolicyPort, PortProtocol},
     model::{
-        ConditionState, EndpointSliceInfo, GatewayInfo, ListenerInfo, NamespaceInfo, ObjectKey,
-        PodInfo, PolicyInfo, QosClass, ServiceInfo,
+        ConditionState, Defaults, EndpointSliceInfo, GatewayInfo, ListenerInfo, NamespaceInfo,
+        ObjectKey, PodInfo, PolicyInfo, QosClass, ServiceInfo,
     },
 };
+use crate::{intent::PortMap, route::Protocol};
+
+/// On a static pod's mirror: the UID the kubelet gave the pod (and its cgroup).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// Namespace and name of any object.
 pub fn key_of<K: kube::Resource>(object: &K) -> ObjectKey {
@@ -35,13 +39,30 @@ pub fn pod(pod: &Pod) -> PodInfo {
         _ => QosClass::Burstable,
     };
     let phase = status.and_then(|s| s.phase.as_deref());
+    let uid = pod.uid().unwrap_or_default();
     PodInfo {
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
-        uid: pod.uid().unwrap_or_default(),
+        cgroup_uid: pod
+            .annotations()
+            .get(MIRROR_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| uid.clone()),
+        uid,
         qos,
         labels: labels_of(pod),
         finished: matches!(phase, Some("Succeeded" | "Failed")),
+        container_ids: status
+            .into_iter()
+            .flat_map(|s| {
+                s.container_statuses
+                    .iter()
+                    .chain(&s.init_container_statuses)
+                    .flatten()
+            })
+            .filter_map(|c| c.container_id.as_deref())
+            .filter_map(super::cgroups::container_id_of_status)
+            .collect(),
     }
 }
 
@@ -58,6 +79,7 @@ pub fn policy(policy: &EgressRedirectPolicy) -> PolicyInfo {
     PolicyInfo {
         namespace: policy.namespace().unwrap_or_default(),
         name: policy.name_any(),
+        uid: policy.uid().unwrap_or_default(),
         generation: policy.metadata.generation.unwrap_or(0),
         created: policy
             .metadata
@@ -84,18 +106,66 @@ pub fn policy(policy: &EgressRedirectPolicy) -> PolicyInfo {
             .flat_map(|s| s.conditions.iter())
             .map(|c| (c.type_.clone(), c.last_transition_time.0.to_string()))
             .collect(),
+        kept: policy
+            .status
+            .as_ref()
+            .and_then(|s| s.defaults.as_ref())
+            .map(|d| Defaults {
+                hostnames: d.hostnames.clone(),
+                ports: d.ports.iter().map(port_map).collect(),
+            }),
     }
 }
 
-/// A Gateway, read as a dynamic object: listeners from `spec.listeners`, addresses from
+/// A policy's port as a rule's.
+pub fn port_map(port: &PolicyPort) -> PortMap {
+    PortMap {
+        port: port.port,
+        gateway_port: port.gateway_port.unwrap_or(port.port),
+        protocol: match port.protocol {
+            Some(PortProtocol::Udp) => Protocol::Udp,
+            Some(PortProtocol::Tcp) | None => Protocol::Tcp,
+        },
+    }
+}
+
+/// A rule's port as a policy's (for the status).
+pub fn policy_port(port: &PortMap) -> PolicyPort {
+    PolicyPort {
+        port: port.port,
+        gateway_port: (port.gateway_port != port.port).then_some(port.gateway_port),
+        protocol: (port.protocol == Protocol::Udp).then_some(PortProtocol::Udp),
+    }
+}
+
+/// A Gateway, read as a dynamic object: listeners from `spec.listeners` (usable when
+/// `status.listeners` says routes are attached or it is `Programmed`), addresses from
 /// `status.addresses` of type `IPAddress` (the default type).
 pub fn gateway(gateway: &DynamicObject) -> GatewayInfo {
+    let statuses = gateway.data["status"]["listeners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let usable = |name: &str| {
+        statuses.iter().any(|s| {
+            s["name"] == name
+                && (s["attachedRoutes"].as_u64().is_some_and(|n| n > 0)
+                    || s["conditions"].as_array().is_some_and(|conditions| {
+                        conditions
+                            .iter()
+                            .any(|c| c["type"] == "Programmed" && c["status"] == "True")
+                    }))
+        })
+    };
     let listeners = gateway.data["spec"]["listeners"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|l| {
+            let name = l["name"].as_str().unwrap_or_default().to_owned();
             Some(ListenerInfo {
+                usable: usable(&name),
+                name,
                 hostname: l["hostname"].as_str().map(str::to_owned),
                 port: u16::try_from(l["port"].as_u64()?).ok()?,
                 protocol: l["protocol"].as_str().unwrap_or("HTTP").to_owned(),
@@ -149,6 +219,12 @@ pub fn service(service: &Service) -> ServiceInfo {
 /// An EndpointSlice: its Service and the pods behind its endpoints.
 pub fn endpoint_slice(slice: &EndpointSlice) -> EndpointSliceInfo {
     let namespace = slice.namespace().unwrap_or_default();
+    let addresses = slice
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.iter())
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .collect();
     let pods = slice
         .endpoints
         .iter()
@@ -168,6 +244,7 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> EndpointSliceInfo {
             .cloned()
             .unwrap_or_default(),
         pods,
+        addresses,
     }
 }
 

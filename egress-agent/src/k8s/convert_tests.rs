@@ -13,12 +13,20 @@ fn gateways_read_listeners_and_ip_addresses() {
             {"type": "Hostname", "value": "gw.example"},
             {"type": "IPAddress", "value": "10.96.1.2"},
             {"value": "10.96.1.3"}
+        ], "listeners": [
+            {"name": "http", "attachedRoutes": 0, "conditions": [{"type": "Programmed", "status": "True"}]},
+            {"name": "tls", "attachedRoutes": 0, "conditions": [{"type": "Programmed", "status": "False"}]}
         ]}
     }))
     .expect("gateway json");
     let info = gateway(&object);
     assert_eq!(info.listeners.len(), 2);
     assert_eq!(info.listeners[0].hostname.as_deref(), Some("httpbin.org"));
+    assert!(info.listeners[0].usable, "Programmed");
+    assert!(
+        !info.listeners[1].usable,
+        "neither attached routes nor Programmed"
+    );
     assert_eq!(
         info.addresses,
         [
@@ -45,4 +53,18 @@ fn slices_keep_only_pod_targets() {
         (info.service.as_str(), info.pods.clone()),
         ("gw", vec!["gw-0".to_owned()])
     );
+    assert_eq!(info.addresses.len(), 3, "every endpoint address");
+}
+
+#[test]
+fn a_static_pod_is_found_by_the_kubelets_uid() {
+    let object: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "etcd-n1", "namespace": "kube-system", "uid": "api-uid",
+            "annotations": {"kubernetes.io/config.mirror": "1b2c3d4e5f60718293a4b5c6d7e8f901"}},
+        "spec": {"containers": []}
+    }))
+    .expect("pod json");
+    let info = pod(&object);
+    assert_eq!(info.uid, "api-uid");
+    assert_eq!(info.cgroup_uid, "1b2c3d4e5f60718293a4b5c6d7e8f901");
 }

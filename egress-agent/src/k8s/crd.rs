@@ -56,10 +56,14 @@ pub struct EgressRedirectPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refuse_quic: Option<bool>,
     /// Pods to redirect. Default: pods labelled `egress-agent.io/redirect: "true"`, or in a
-    /// namespace so labelled (a pod labelled `"false"` opts out).
+    /// namespace so labelled (a pod labelled `"false"` opts out), within the namespaces the
+    /// policy may select.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<LabelSelector>,
-    /// Namespaces whose pods may be selected. Default: all.
+    /// Namespaces whose pods may be selected. Only a policy in a namespace the cluster admin
+    /// trusts (the agent's `--trusted-namespace`) may select outside its own namespace: there
+    /// the default is every namespace; elsewhere the policy selects only in its own namespace,
+    /// and setting this makes it not accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 }
@@ -123,13 +127,30 @@ pub enum PortProtocol {
     Udp,
 }
 
-/// Node-independent status, written with server-side apply so every node writes the same.
+/// Status, written by one agent in the cluster (the holder of the status Lease).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressRedirectPolicyStatus {
-    /// `Accepted` and `ResolvedRefs`.
+    /// `Accepted`, `ResolvedRefs`, and for a fail-closed policy `FailClosed` (whether, and
+    /// why, matching connections are being refused).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The hostnames and ports last taken from the target (when the spec names none). They
+    /// stay in force while the target is gone, so a fail-closed policy keeps refusing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<StatusDefaults>,
+}
+
+/// Defaults taken from the target.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDefaults {
+    /// From the Gateway's listeners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// From the Gateway's listeners or the Service's ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PolicyPort>,
 }
 
 /// The CRD as YAML, as checked in at `deploy/crd.yaml`.

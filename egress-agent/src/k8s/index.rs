@@ -4,110 +4,49 @@
 //! Namespaces ─┐
 //! Pods ───────┤                       ┌─► rules (hostnames, ports, gateway) ─► DNS engine ─┐
 //! Policies ───┼─► Index::compute() ───┼─► selected / exempt pods ─► cgroup ids ────────────┼─► desired ─► reconcile
-//! Gateways ───┤                       └─► per-policy conditions and problems (Events, status)
-//! Services ───┤
-//! Slices ─────┘
+//! Gateways ───┤                       ├─► trusted resolvers (the cluster DNS) ─────────────┘
+//! Services ───┤                       ├─► per-policy conditions and problems (Events, status)
+//! Slices ─────┘                       └─► the Services and slices to watch by name
 //! ```
 //!
-//! Exemption comes only from the gateway Service's EndpointSlices (pods the API server lists as
-//! its backends): nothing a workload can set on itself exempts it.
+//! Tenancy: a policy selects pods only in its own namespace, unless its namespace is trusted
+//! (the agent's `--trusted-namespace`). A pod is exempt only from the policies whose gateway
+//! lists it as an endpoint (the API server's EndpointSlices: nothing a workload can set on
+//! itself exempts it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+};
 
 use super::{
-    crd::{GATEWAY_GROUP, PortProtocol, REDIRECT_LABEL},
+    crd::REDIRECT_LABEL,
     model::{
-        EndpointSliceInfo, GatewayInfo, NamespaceInfo, ObjectKey, PodInfo, PolicyInfo, QosClass,
+        Defaults, EndpointSliceInfo, GatewayInfo, NamespaceInfo, ObjectKey, PodInfo, PolicyInfo,
         ServiceInfo,
     },
+    policy::PolicyOutcome,
     selector,
+    store::Store,
 };
-use crate::{
-    config::normalize_host,
-    intent::{PolicyKey, PortMap, RuleIntent, RuleOwner},
-    route::{Gateways, Protocol},
-};
+use crate::intent::RuleIntent;
 
 /// The label Istio puts on the Service it creates for a Gateway.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+/// Envoy Gateway's labels on the proxy Service it creates (in its own namespace).
+pub const ENVOY_GATEWAY_NAME_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-name";
+/// See [`ENVOY_GATEWAY_NAME_LABEL`].
+pub const ENVOY_GATEWAY_NAMESPACE_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-namespace";
+/// The port the cluster DNS answers on.
+const DNS_PORT: u16 = 53;
 
-/// A pod's cgroup identity.
+/// A pod as the cgroup side knows it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PodRef {
-    /// UID.
+    /// The UID the kubelet names the pod's cgroup with.
     pub uid: String,
-    /// QoS class.
-    pub qos: QosClass,
-}
-
-/// Something wrong with a policy, reported as an Event and in its conditions.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Problem {
-    /// The target does not exist.
-    TargetNotFound(String),
-    /// The target exists but has no address yet.
-    NoGatewayAddress(String),
-    /// No hostnames (none given and none from the Gateway's listeners).
-    NoHostnames,
-    /// No ports (none given and none from the target).
-    NoPorts,
-    /// Another policy claims the same destination with another gateway (found at runtime).
-    Conflict(String),
-    /// A hostname does not resolve (found at runtime by the DNS engine).
-    Unresolvable(String),
-}
-
-impl Problem {
-    /// The Event / condition reason.
-    pub const fn reason(&self) -> &'static str {
-        match self {
-            Self::TargetNotFound(_) => "TargetNotFound",
-            Self::NoGatewayAddress(_) => "NoGatewayAddress",
-            Self::Unresolvable(_) => "HostnameUnresolvable",
-            Self::NoHostnames => "NoHostnames",
-            Self::NoPorts => "NoPorts",
-            Self::Conflict(_) => "Conflict",
-        }
-    }
-
-    /// A sentence for people.
-    pub fn message(&self) -> String {
-        match self {
-            Self::TargetNotFound(target) => format!("target {target} not found"),
-            Self::NoGatewayAddress(target) => format!("target {target} has no address yet"),
-            Self::NoHostnames => {
-                "no hostnames: set spec.hostnames or give the Gateway listener hostnames".to_owned()
-            }
-            Self::NoPorts => "no ports: set spec.ports or give the target ports".to_owned(),
-            Self::Conflict(message) | Self::Unresolvable(message) => message.clone(),
-        }
-    }
-}
-
-/// A node-independent verdict on a policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// Condition status.
-    pub ok: bool,
-    /// Condition reason.
-    pub reason: String,
-    /// Condition message.
-    pub message: String,
-}
-
-/// What the index concluded about one policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyOutcome {
-    /// The policy.
+    /// Namespace and name, for people.
     pub key: ObjectKey,
-    /// `metadata.generation` the verdicts are for.
-    pub generation: i64,
-    /// `Accepted`: the spec is usable.
-    pub accepted: Verdict,
-    /// `ResolvedRefs`: the target exists and has an address.
-    pub resolved_refs: Verdict,
-    /// Everything worth an Event.
-    pub problems: Vec<Problem>,
 }
 
 /// The desired state of this node.
@@ -119,33 +58,50 @@ pub struct ClusterState {
     pub selected: BTreeMap<PodRef, BTreeSet<usize>>,
     /// Gateway pods selected by no policy but their own gateway's: they go direct.
     pub exempt: BTreeSet<PodRef>,
+    /// Resolvers whose answers to pods are learned: the cluster DNS Service's ClusterIPs and
+    /// its endpoints (a socket-level load balancer shows pods the endpoint's address).
+    pub trusted_resolvers: Vec<SocketAddr>,
     /// Per-policy verdicts.
     pub outcomes: Vec<PolicyOutcome>,
+}
+
+/// Settings of the index: what the cluster admin decided.
+#[derive(Clone, Debug, Default)]
+pub struct IndexSettings {
+    /// Namespaces whose policies may select pods in other namespaces.
+    pub trusted_namespaces: BTreeSet<String>,
+    /// The cluster DNS Service (`kube-system/kube-dns`).
+    pub cluster_dns: Option<ObjectKey>,
+}
+
+/// The Services and EndpointSlices the index needs, watched by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    /// Services by namespace and name.
+    pub services: BTreeSet<ObjectKey>,
+    /// The EndpointSlices of these Services (namespace, Service name).
+    pub slices: BTreeSet<ObjectKey>,
 }
 
 /// Everything the watches have seen, for this node (pods) and the cluster (the rest).
 #[derive(Clone, Debug, Default)]
 pub struct Index {
+    /// The admin's settings.
+    pub settings: IndexSettings,
     /// Pods on this node.
-    pub pods: BTreeMap<ObjectKey, PodInfo>,
-    /// Namespaces.
-    pub namespaces: BTreeMap<String, NamespaceInfo>,
+    pub pods: Store<PodInfo>,
+    /// Namespaces (keyed by `("", name)`).
+    pub namespaces: Store<NamespaceInfo>,
     /// Policies.
-    pub policies: BTreeMap<ObjectKey, PolicyInfo>,
+    pub policies: Store<PolicyInfo>,
     /// Gateways.
-    pub gateways: BTreeMap<ObjectKey, GatewayInfo>,
-    /// Services.
-    pub services: BTreeMap<ObjectKey, ServiceInfo>,
-    /// EndpointSlices.
-    pub slices: BTreeMap<ObjectKey, EndpointSliceInfo>,
-}
-
-/// What a policy's target resolved to.
-struct Target {
-    gateway: Gateways,
-    service: Option<ObjectKey>,
-    default_ports: Vec<PortMap>,
-    default_hosts: Vec<String>,
+    pub gateways: Store<GatewayInfo>,
+    /// Services: gateway Services (by label) and the ones policies name.
+    pub services: Store<ServiceInfo>,
+    /// EndpointSlices of the Services in [`References`].
+    pub slices: Store<EndpointSliceInfo>,
+    /// Defaults this agent took from each policy's target, kept while the target is gone.
+    pub remembered: BTreeMap<ObjectKey, Defaults>,
 }
 
 impl Index {
@@ -161,10 +117,13 @@ impl Index {
         });
         let mut backends_of_any: BTreeSet<PodRef> = BTreeSet::new();
         for policy in policies {
-            let (rule, outcome, service) = self.policy(policy);
-            let backends = service.map(|s| self.backends(&s)).unwrap_or_default();
+            let evaluated = self.evaluate(policy);
+            let backends = evaluated
+                .service
+                .map(|s| self.backends(&s))
+                .unwrap_or_default();
             backends_of_any.extend(backends.iter().cloned());
-            if let Some(rule) = rule {
+            if let Some(rule) = evaluated.rule {
                 let index = state.rules.len();
                 for pod in self.selected_by(policy) {
                     if !backends.contains(&pod) {
@@ -173,187 +132,77 @@ impl Index {
                 }
                 state.rules.push(rule);
             }
-            state.outcomes.push(outcome);
+            state.outcomes.push(evaluated.outcome);
         }
         state.exempt = backends_of_any
             .into_iter()
             .filter(|pod| !state.selected.contains_key(pod))
             .collect();
+        state.trusted_resolvers = self.cluster_dns_addresses();
         state
     }
 
-    /// The rule (if usable), the outcome and the gateway Service of one policy.
-    fn policy(
-        &self,
-        policy: &PolicyInfo,
-    ) -> (Option<RuleIntent>, PolicyOutcome, Option<ObjectKey>) {
-        let spec = &policy.spec;
-        let target_name = format!(
-            "{}/{}/{}",
-            spec.target_ref.kind, policy.namespace, spec.target_ref.name
-        );
-        let mut problems = Vec::new();
-        let target = self.target(policy);
-        let resolved_refs = match &target {
-            None => {
-                problems.push(Problem::TargetNotFound(target_name.clone()));
-                verdict(false, "TargetNotFound", &format!("{target_name} not found"))
+    /// Keeps the defaults each outcome took from its target, for when the target goes.
+    pub fn remember(&mut self, state: &ClusterState) {
+        let live: BTreeSet<&ObjectKey> = state.outcomes.iter().map(|o| &o.key).collect();
+        self.remembered.retain(|key, _| live.contains(key));
+        for outcome in &state.outcomes {
+            if let Some(defaults) = &outcome.defaults {
+                self.remembered
+                    .insert(outcome.key.clone(), defaults.clone());
             }
-            Some(t) if t.gateway.is_empty() => {
-                problems.push(Problem::NoGatewayAddress(target_name.clone()));
-                verdict(
-                    false,
-                    "NoGatewayAddress",
-                    &format!("{target_name} has no address yet"),
-                )
-            }
-            Some(_) => verdict(true, "ResolvedRefs", &format!("{target_name} resolved")),
-        };
-        let hostnames: Vec<String> = if spec.hostnames.is_empty() {
-            target
-                .as_ref()
-                .map(|t| t.default_hosts.clone())
-                .unwrap_or_default()
-        } else {
-            spec.hostnames.iter().map(|h| h.0.clone()).collect()
-        };
-        let hostnames: Vec<String> = hostnames.iter().map(|h| normalize_host(h)).collect();
-        let hosts = hostnames;
-        let ports: Vec<PortMap> = if spec.ports.is_empty() {
-            target
-                .as_ref()
-                .map(|t| t.default_ports.clone())
-                .unwrap_or_default()
-        } else {
-            spec.ports
-                .iter()
-                .map(|p| PortMap {
-                    port: p.port,
-                    gateway_port: p.gateway_port.unwrap_or(p.port),
-                    protocol: match p.protocol {
-                        Some(PortProtocol::Udp) => Protocol::Udp,
-                        Some(PortProtocol::Tcp) | None => Protocol::Tcp,
-                    },
-                })
-                .collect()
-        };
-        let mut accepted = verdict(true, "Accepted", "policy accepted");
-        if hosts.is_empty() && target.is_some() {
-            problems.push(Problem::NoHostnames);
-            accepted = verdict(false, "NoHostnames", &Problem::NoHostnames.message());
-        } else if ports.is_empty() && target.is_some() {
-            problems.push(Problem::NoPorts);
-            accepted = verdict(false, "NoPorts", &Problem::NoPorts.message());
         }
-        let gateway = target.as_ref().map(|t| t.gateway).unwrap_or_default();
-        // A missing target keeps the rule only when it blocks (fail-closed): with no gateway
-        // the datapath refuses instead of letting connections go direct.
-        let usable = accepted.ok
-            && !hosts.is_empty()
-            && !ports.is_empty()
-            && (!gateway.is_empty() || spec.fail_closed);
-        let rule = usable.then(|| RuleIntent {
-            owner: RuleOwner::Policy(PolicyKey {
-                namespace: policy.namespace.clone(),
-                name: policy.name.clone(),
-            }),
-            gateways: gateway,
-            hosts,
-            addresses: Vec::new(),
-            fail_closed: spec.fail_closed,
-            refuse_quic: spec.refuse_quic.unwrap_or(true),
-            ports,
-        });
-        let outcome = PolicyOutcome {
-            key: (policy.namespace.clone(), policy.name.clone()),
-            generation: policy.generation,
-            accepted,
-            resolved_refs,
-            problems,
-        };
-        (rule, outcome, target.and_then(|t| t.service))
     }
 
-    fn target(&self, policy: &PolicyInfo) -> Option<Target> {
-        let target = &policy.spec.target_ref;
-        let key = (policy.namespace.clone(), target.name.clone());
-        match (target.group.as_str(), target.kind.as_str()) {
-            (GATEWAY_GROUP, "Gateway") => {
-                let gateway = self.gateways.get(&key)?;
-                let service = self.services.values().find(|s| {
-                    s.namespace == policy.namespace
-                        && s.labels.get(GATEWAY_NAME_LABEL) == Some(&target.name)
-                });
-                let address = if gateway.addresses.is_empty() {
-                    Gateways::from_addresses(
-                        service
-                            .into_iter()
-                            .flat_map(|s| s.cluster_ips.iter().copied()),
-                    )
-                } else {
-                    Gateways::from_addresses(gateway.addresses.iter().copied())
-                };
-                // No Service labelled for the Gateway: the Service holding its address backs it.
-                let service = service.or_else(|| {
-                    let addresses = address.addresses();
-                    self.services.values().find(|s| {
-                        s.namespace == policy.namespace
-                            && addresses.iter().any(|a| s.cluster_ips.contains(a))
-                    })
-                });
-                let mut default_ports = Vec::new();
-                let mut default_hosts = Vec::new();
-                for listener in &gateway.listeners {
-                    let protocol = if listener.protocol == "UDP" {
-                        Protocol::Udp
-                    } else {
-                        Protocol::Tcp
-                    };
-                    let port = PortMap {
-                        port: listener.port,
-                        gateway_port: listener.port,
-                        protocol,
-                    };
-                    if !default_ports.contains(&port) {
-                        default_ports.push(port);
-                    }
-                    if let Some(host) = &listener.hostname
-                        && !default_hosts.contains(host)
-                    {
-                        default_hosts.push(host.clone());
-                    }
-                }
-                Some(Target {
-                    gateway: address,
-                    service: service.map(|s| (s.namespace.clone(), s.name.clone())),
-                    default_ports,
-                    default_hosts,
-                })
+    /// The Services and slices to watch by name: the policies' Service targets, the Services
+    /// of their Gateways (their slices only: the Services come from the label watches), and
+    /// the cluster DNS.
+    pub fn references(&self) -> References {
+        let mut refs = References::default();
+        for policy in self.policies.values() {
+            let target = &policy.spec.target_ref;
+            if target.kind == "Service" && target.group.is_empty() {
+                let key = (policy.namespace.clone(), target.name.clone());
+                refs.services.insert(key.clone());
+                refs.slices.insert(key);
+            } else if let Some(service) = self.gateway_service(&policy.namespace, &target.name) {
+                refs.slices
+                    .insert((service.namespace.clone(), service.name.clone()));
             }
-            ("", "Service") => {
-                let service = self.services.get(&key)?;
-                let default_ports = service
-                    .ports
-                    .iter()
-                    .map(|(port, protocol)| PortMap {
-                        port: *port,
-                        gateway_port: *port,
-                        protocol: if protocol == "UDP" {
-                            Protocol::Udp
-                        } else {
-                            Protocol::Tcp
-                        },
-                    })
-                    .collect();
-                Some(Target {
-                    gateway: Gateways::from_addresses(service.cluster_ips.iter().copied()),
-                    service: Some(key),
-                    default_ports,
-                    default_hosts: Vec::new(),
-                })
-            }
-            _ => None,
         }
+        if let Some(dns) = &self.settings.cluster_dns {
+            refs.services.insert(dns.clone());
+            refs.slices.insert(dns.clone());
+        }
+        refs
+    }
+
+    /// The cluster DNS Service's ClusterIPs and endpoint addresses, on port 53.
+    fn cluster_dns_addresses(&self) -> Vec<SocketAddr> {
+        let Some(key) = &self.settings.cluster_dns else {
+            return Vec::new();
+        };
+        let mut addresses: Vec<SocketAddr> = self
+            .services
+            .get(key)
+            .into_iter()
+            .flat_map(|s| s.cluster_ips.iter())
+            .chain(
+                self.slices
+                    .values()
+                    .filter(|slice| slice.namespace == key.0 && slice.service == key.1)
+                    .flat_map(|slice| slice.addresses.iter()),
+            )
+            .map(|ip| SocketAddr::new(*ip, DNS_PORT))
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        addresses
+    }
+
+    /// Whether a namespace has pods on this node (only then do its labels matter here).
+    pub fn has_local_pods(&self, namespace: &str) -> bool {
+        self.pods.values().any(|pod| pod.namespace == namespace)
     }
 
     /// Pods on this node backing a Service, according to its EndpointSlices.
@@ -367,22 +216,25 @@ impl Index {
             .collect()
     }
 
-    /// Pods on this node a policy selects.
+    /// Pods on this node a policy selects: in its own namespace, or (from a trusted namespace)
+    /// in the namespaces its `namespaceSelector` matches.
     fn selected_by(&self, policy: &PolicyInfo) -> BTreeSet<PodRef> {
         let spec = &policy.spec;
+        let trusted = self.settings.trusted_namespaces.contains(&policy.namespace);
+        let no_labels = BTreeMap::new();
         self.pods
             .values()
             .filter(|pod| !pod.finished)
+            .filter(|pod| trusted || pod.namespace == policy.namespace)
             .filter(|pod| {
                 let namespace_labels = self
                     .namespaces
-                    .get(&pod.namespace)
-                    .map(|n| n.labels.clone())
-                    .unwrap_or_default();
+                    .get(&(String::new(), pod.namespace.clone()))
+                    .map_or(&no_labels, |n| &n.labels);
                 let namespace_ok = spec
                     .namespace_selector
                     .as_ref()
-                    .is_none_or(|sel| selector::matches(sel, &namespace_labels));
+                    .is_none_or(|sel| selector::matches(sel, namespace_labels));
                 let pod_ok = match &spec.workload_selector {
                     Some(sel) => selector::matches(sel, &pod.labels),
                     None => match pod.labels.get(REDIRECT_LABEL).map(String::as_str) {
@@ -402,16 +254,8 @@ impl Index {
 
 fn pod_ref(pod: &PodInfo) -> PodRef {
     PodRef {
-        uid: pod.uid.clone(),
-        qos: pod.qos,
-    }
-}
-
-fn verdict(ok: bool, reason: &str, message: &str) -> Verdict {
-    Verdict {
-        ok,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
+        uid: pod.cgroup_uid.clone(),
+        key: (pod.namespace.clone(), pod.name.clone()),
     }
 }
 

@@ -1,192 +1,15 @@
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::*;
-use crate::k8s::{
-    crd::{EgressRedirectPolicySpec, Hostname, PolicyPort, TargetRef},
-    model::ListenerInfo,
-};
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn key(ns: &str, name: &str) -> ObjectKey {
-    (ns.to_owned(), name.to_owned())
-}
-
-fn pod(ns: &str, name: &str, pod_labels: &[(&str, &str)]) -> PodInfo {
-    PodInfo {
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-        uid: format!("uid-{name}"),
-        qos: QosClass::Burstable,
-        labels: labels(pod_labels),
-        finished: false,
-    }
-}
-
-fn gateways(address: &str) -> Gateways {
-    Gateways::from_addresses([address.parse::<std::net::IpAddr>().unwrap()])
-}
-
-fn uid(name: &str) -> PodRef {
-    PodRef {
-        uid: format!("uid-{name}"),
-        qos: QosClass::Burstable,
-    }
-}
-
-fn spec(kind: &str, name: &str) -> EgressRedirectPolicySpec {
-    EgressRedirectPolicySpec {
-        target_ref: TargetRef {
-            group: if kind == "Gateway" {
-                GATEWAY_GROUP.to_owned()
-            } else {
-                String::new()
-            },
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-        },
-        hostnames: Vec::new(),
-        ports: Vec::new(),
-        fail_closed: false,
-        refuse_quic: None,
-        workload_selector: None,
-        namespace_selector: None,
-    }
-}
-
-fn policy(ns: &str, name: &str, created: &str, spec: EgressRedirectPolicySpec) -> PolicyInfo {
-    PolicyInfo {
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-        generation: 1,
-        created: created.to_owned(),
-        spec,
-        conditions: Vec::new(),
-        transitions: BTreeMap::new(),
-    }
-}
-
-/// The Gateway API example: gateway-system/kuadrant-egressgateway for httpbin.org, its Istio
-/// Service and one gateway pod behind it.
-fn gateway_world() -> Index {
-    let mut index = Index::default();
-    index.gateways.insert(
-        key("gateway-system", "kuadrant-egressgateway"),
-        GatewayInfo {
-            namespace: "gateway-system".into(),
-            name: "kuadrant-egressgateway".into(),
-            listeners: vec![
-                ListenerInfo {
-                    hostname: Some("httpbin.org".into()),
-                    port: 80,
-                    protocol: "HTTP".into(),
-                },
-                ListenerInfo {
-                    hostname: Some("httpbin.org".into()),
-                    port: 443,
-                    protocol: "TLS".into(),
-                },
-            ],
-            addresses: Vec::new(),
-        },
-    );
-    index.services.insert(
-        key("gateway-system", "kuadrant-egressgateway-istio"),
-        ServiceInfo {
-            namespace: "gateway-system".into(),
-            name: "kuadrant-egressgateway-istio".into(),
-            cluster_ips: vec!["10.96.12.34".parse().unwrap()],
-            ports: vec![(80, "TCP".into()), (443, "TCP".into())],
-            labels: labels(&[(GATEWAY_NAME_LABEL, "kuadrant-egressgateway")]),
-        },
-    );
-    index.slices.insert(
-        key("gateway-system", "kuadrant-egressgateway-istio-abc"),
-        EndpointSliceInfo {
-            namespace: "gateway-system".into(),
-            name: "kuadrant-egressgateway-istio-abc".into(),
-            service: "kuadrant-egressgateway-istio".into(),
-            pods: vec!["gw-0".into()],
-        },
-    );
-    index.pods.insert(
-        key("gateway-system", "gw-0"),
-        pod("gateway-system", "gw-0", &[("app", "egressgateway")]),
-    );
-    index.policies.insert(
-        key("gateway-system", "httpbin"),
-        policy(
-            "gateway-system",
-            "httpbin",
-            "2026-01-01T00:00:00Z",
-            spec("Gateway", "kuadrant-egressgateway"),
-        ),
-    );
-    index
-}
-
-#[test]
-fn gateway_defaults_come_from_listeners_and_the_istio_service() {
-    let state = gateway_world().compute();
-    let rule = &state.rules[0];
-    assert_eq!(rule.owner.to_string(), "gateway-system/httpbin");
-    assert_eq!(
-        rule.gateways,
-        gateways("10.96.12.34"),
-        "falls back to the Service's ClusterIP"
-    );
-    assert_eq!(rule.hosts, ["httpbin.org"]);
-    let ports: Vec<(u16, u16)> = rule
-        .ports
-        .iter()
-        .map(|p| (p.port, p.gateway_port))
-        .collect();
-    assert_eq!(
-        ports,
-        [(80, 80), (443, 443)],
-        "HTTP 80->80, TLS 443->443 passthrough"
-    );
-    assert!(
-        state.outcomes[0].accepted.ok && state.outcomes[0].resolved_refs.ok,
-        "{:?}",
-        state.outcomes[0]
-    );
-}
-
-#[test]
-fn gateway_status_address_wins_over_the_service() {
-    let mut index = gateway_world();
-    index
-        .gateways
-        .values_mut()
-        .for_each(|g| g.addresses = vec!["10.96.99.1".parse().unwrap()]);
-    assert_eq!(index.compute().rules[0].gateways, gateways("10.96.99.1"));
-}
+use crate::k8s::fixtures_tests::*;
 
 #[test]
 fn selection_by_pod_label_namespace_label_and_opt_out() {
     let mut index = gateway_world();
-    index.namespaces.insert(
-        "team-a".into(),
-        NamespaceInfo {
-            name: "team-a".into(),
-            labels: labels(&[(REDIRECT_LABEL, "true")]),
-        },
-    );
-    index.namespaces.insert(
-        "team-b".into(),
-        NamespaceInfo {
-            name: "team-b".into(),
-            labels: BTreeMap::new(),
-        },
-    );
+    add_namespace(&mut index, "team-a", &[(REDIRECT_LABEL, "true")]);
+    add_namespace(&mut index, "team-b", &[]);
     let cases = [
         ("team-a", "in-labelled-ns", vec![], true),
         (
@@ -204,13 +27,21 @@ fn selection_by_pod_label_namespace_label_and_opt_out() {
         ("team-b", "plain", vec![], false),
     ];
     for (ns, name, pod_labels, _) in &cases {
-        index.pods.insert(key(ns, name), pod(ns, name, pod_labels));
+        add_pod(&mut index, ns, name, pod_labels);
     }
     let state = index.compute();
-    for (_, name, _, expected) in cases {
-        assert_eq!(state.selected.contains_key(&uid(name)), expected, "{name}");
+    for (ns, name, _, expected) in &cases {
+        assert_eq!(
+            state.selected.contains_key(&uid(ns, name)),
+            *expected,
+            "{name}"
+        );
     }
-    index.pods.values_mut().for_each(|p| p.finished = true);
+    for (ns, name, pod_labels, _) in &cases {
+        let mut finished = pod(ns, name, pod_labels);
+        finished.finished = true;
+        index.pods.insert(key(ns, name), finished);
+    }
     assert!(
         index.compute().selected.is_empty(),
         "finished pods are not selected"
@@ -229,213 +60,211 @@ fn explicit_selectors_replace_the_default_label() {
         match_labels: Some(labels(&[("env", "prod")])),
         ..Default::default()
     });
-    index.policies.insert(
-        key("gateway-system", "httpbin"),
+    add_policy(
+        &mut index,
         policy("gateway-system", "httpbin", "2026-01-01T00:00:00Z", spec),
     );
-    index.namespaces.insert(
-        "prod".into(),
-        NamespaceInfo {
-            name: "prod".into(),
-            labels: labels(&[("env", "prod")]),
-        },
+    add_namespace(&mut index, "prod", &[("env", "prod")]);
+    add_pod(&mut index, "prod", "curl", &[("app", "curl")]);
+    add_pod(&mut index, "prod", "labelled", &[(REDIRECT_LABEL, "true")]);
+    add_pod(&mut index, "dev", "curl-dev", &[("app", "curl")]);
+    let selected: Vec<PodRef> = index.compute().selected.into_keys().collect();
+    assert_eq!(selected, [uid("prod", "curl")]);
+}
+
+/// A tenant (namespace `tenant`, not trusted) with a labelled pod, and a labelled pod in
+/// another namespace.
+fn tenant_world() -> Index {
+    let mut index = gateway_world();
+    add_namespace(&mut index, "tenant", &[(REDIRECT_LABEL, "true")]);
+    add_namespace(&mut index, "apps", &[(REDIRECT_LABEL, "true")]);
+    add_pod(&mut index, "tenant", "tenant-app", &[]);
+    add_pod(&mut index, "apps", "victim", &[]);
+    add_service(
+        &mut index,
+        service("tenant", "tenant-gw", "10.96.7.7", &[443], &[]),
     );
     index
-        .pods
-        .insert(key("prod", "curl"), pod("prod", "curl", &[("app", "curl")]));
-    index.pods.insert(
-        key("prod", "labelled"),
-        pod("prod", "labelled", &[(REDIRECT_LABEL, "true")]),
+}
+
+#[test]
+fn a_tenants_policy_selects_only_in_its_own_namespace() {
+    let mut index = tenant_world();
+    let mut steer = spec("Service", "tenant-gw");
+    steer.hostnames = hostnames(&["bank.example"]);
+    add_policy(
+        &mut index,
+        policy("tenant", "steer", "2026-02-01T00:00:00Z", steer),
     );
-    index.pods.insert(
-        key("dev", "curl-dev"),
-        pod("dev", "curl-dev", &[("app", "curl")]),
+    let state = index.compute();
+    let steer_rule = state
+        .rules
+        .iter()
+        .position(|r| r.owner.to_string() == "tenant/steer")
+        .expect("accepted: it selects in its own namespace");
+    assert!(
+        state.selected[&uid("tenant", "tenant-app")].contains(&steer_rule),
+        "its own pod"
     );
-    let selected: Vec<PodRef> = index.compute().selected.into_keys().collect();
-    assert_eq!(selected, [uid("curl")]);
+    assert!(
+        !state.selected[&uid("apps", "victim")].contains(&steer_rule),
+        "a labelled pod in another namespace is not steered"
+    );
+}
+
+#[test]
+fn a_tenants_namespace_selector_is_not_accepted() {
+    let mut index = tenant_world();
+    let mut steer = spec("Service", "tenant-gw");
+    steer.hostnames = hostnames(&["bank.example"]);
+    steer.namespace_selector = Some(LabelSelector::default());
+    add_policy(
+        &mut index,
+        policy("tenant", "steer", "2026-02-01T00:00:00Z", steer),
+    );
+    let state = index.compute();
+    let outcome = state
+        .outcomes
+        .iter()
+        .find(|o| o.key == key("tenant", "steer"))
+        .expect("outcome");
+    assert!(!outcome.accepted.ok);
+    assert_eq!(outcome.accepted.reason, "NamespaceNotTrusted");
+    assert!(
+        state
+            .rules
+            .iter()
+            .all(|r| r.owner.to_string() != "tenant/steer"),
+        "no rule from a policy that is not accepted"
+    );
+
+    // The same policy from a trusted namespace is accepted and selects across namespaces.
+    index.settings.trusted_namespaces.insert("tenant".into());
+    let state = index.compute();
+    let rule = state
+        .rules
+        .iter()
+        .position(|r| r.owner.to_string() == "tenant/steer")
+        .expect("accepted when trusted");
+    assert!(state.selected[&uid("apps", "victim")].contains(&rule));
+}
+
+#[test]
+fn a_tenant_cannot_exempt_its_pod_from_the_platforms_policy() {
+    let mut index = tenant_world();
+    // The tenant's Service lists the tenant's own pod as its endpoint, and a tenant policy
+    // targets it.
+    add_slice(&mut index, slice("tenant", "tenant-gw", &["tenant-app"]));
+    let mut escape = spec("Service", "tenant-gw");
+    escape.hostnames = hostnames(&["httpbin.org"]);
+    add_policy(
+        &mut index,
+        policy("tenant", "escape", "2026-02-01T00:00:00Z", escape),
+    );
+    let state = index.compute();
+    let platform = state
+        .rules
+        .iter()
+        .position(|r| r.owner.to_string() == "gateway-system/httpbin")
+        .expect("platform rule");
+    let rules = &state.selected[&uid("tenant", "tenant-app")];
+    assert!(
+        rules.contains(&platform),
+        "still redirected by the platform's policy: {rules:?}"
+    );
+    assert!(
+        !state.exempt.contains(&uid("tenant", "tenant-app")),
+        "not exempt from anything else"
+    );
 }
 
 #[test]
 fn only_endpoint_backends_are_exempt_and_labels_cannot_forge_it() {
     let mut index = gateway_world();
-    index.namespaces.insert(
-        "gateway-system".into(),
-        NamespaceInfo {
-            name: "gateway-system".into(),
-            labels: labels(&[(REDIRECT_LABEL, "true")]),
-        },
-    );
+    add_namespace(&mut index, "gateway-system", &[(REDIRECT_LABEL, "true")]);
     // A workload copying the gateway pod's labels, in the gateway's namespace.
-    index.pods.insert(
-        key("gateway-system", "impostor"),
-        pod("gateway-system", "impostor", &[("app", "egressgateway")]),
+    add_pod(
+        &mut index,
+        "gateway-system",
+        "impostor",
+        &[("app", "egressgateway")],
     );
     let state = index.compute();
+    let gw = uid("gateway-system", "gw-0");
+    let impostor = uid("gateway-system", "impostor");
+    assert!(state.exempt.contains(&gw), "endpoint backend exempt");
     assert!(
-        state.exempt.contains(&uid("gw-0")),
-        "endpoint backend exempt"
-    );
-    assert!(
-        !state.selected.contains_key(&uid("gw-0")),
+        !state.selected.contains_key(&gw),
         "exempt wins over the namespace label"
     );
     assert!(
-        state.selected.contains_key(&uid("impostor")),
+        state.selected.contains_key(&impostor),
         "copied labels do not exempt"
     );
-    assert!(!state.exempt.contains(&uid("impostor")));
+    assert!(!state.exempt.contains(&impostor));
 }
 
 #[test]
-fn service_targets_take_the_cluster_ip_and_service_ports() {
-    let mut index = Index::default();
-    index.services.insert(
-        key("istio-system", "istio-egressgateway"),
-        ServiceInfo {
-            namespace: "istio-system".into(),
-            name: "istio-egressgateway".into(),
-            cluster_ips: vec!["10.96.0.50".parse().unwrap()],
-            ports: vec![(443, "TCP".into())],
-            labels: BTreeMap::new(),
-        },
-    );
-    let mut spec = spec("Service", "istio-egressgateway");
-    spec.hostnames = vec![Hostname("www.wikipedia.org".into())];
-    index.policies.insert(
-        key("istio-system", "wiki"),
-        policy("istio-system", "wiki", "2026-01-01T00:00:00Z", spec.clone()),
-    );
-    let rule = &index.compute().rules[0];
-    assert_eq!(
-        (
-            rule.gateways,
-            rule.ports[0].port,
-            rule.ports[0].gateway_port
-        ),
-        (gateways("10.96.0.50"), 443, 443)
-    );
-
-    spec.hostnames.clear();
-    index.policies.insert(
-        key("istio-system", "wiki"),
-        policy("istio-system", "wiki", "2026-01-01T00:00:00Z", spec),
-    );
-    let state = index.compute();
-    assert!(state.rules.is_empty(), "a Service target needs hostnames");
-    assert_eq!(state.outcomes[0].accepted.reason, "NoHostnames");
-}
-
-#[test]
-fn missing_targets_and_addresses_are_reported_and_block_only_when_fail_closed() {
-    let mut index = Index::default();
-    let mut spec = spec("Service", "absent");
-    spec.hostnames = vec![Hostname("example.com".into())];
-    spec.ports = vec![PolicyPort {
-        port: 443,
-        gateway_port: None,
-        protocol: None,
-    }];
+fn envoy_gateway_proxies_in_a_trusted_namespace_are_exempt() {
+    let mut index = gateway_world();
+    let mut envoy = index
+        .services
+        .get(&key("gateway-system", "kuadrant-egressgateway-istio"))
+        .cloned()
+        .expect("istio service");
     index
-        .policies
-        .insert(key("ns", "p"), policy("ns", "p", "t", spec.clone()));
+        .services
+        .remove(0, &key("gateway-system", "kuadrant-egressgateway-istio"));
+    envoy.namespace = "envoy-gateway-system".into();
+    envoy.name = "envoy-gateway-system-kuadrant-egressgateway-abc".into();
+    envoy.labels = labels(&[
+        (ENVOY_GATEWAY_NAME_LABEL, "kuadrant-egressgateway"),
+        (ENVOY_GATEWAY_NAMESPACE_LABEL, "gateway-system"),
+    ]);
+    add_service(&mut index, envoy.clone());
+    add_slice(
+        &mut index,
+        slice("envoy-gateway-system", &envoy.name, &["envoy-0"]),
+    );
+    add_pod(&mut index, "envoy-gateway-system", "envoy-0", &[]);
+    add_namespace(
+        &mut index,
+        "envoy-gateway-system",
+        &[(REDIRECT_LABEL, "true")],
+    );
+    let proxy = uid("envoy-gateway-system", "envoy-0");
+
     let state = index.compute();
     assert!(
         state.rules.is_empty(),
-        "fail-open: no rule, traffic goes direct"
+        "an untrusted namespace's labels are not believed: no gateway address"
     );
-    assert_eq!(
-        state.outcomes[0].problems,
-        [Problem::TargetNotFound("Service/ns/absent".into())]
-    );
-    assert_eq!(state.outcomes[0].resolved_refs.reason, "TargetNotFound");
+    assert!(!state.exempt.contains(&proxy));
 
-    spec.fail_closed = true;
     index
-        .policies
-        .insert(key("ns", "p"), policy("ns", "p", "t", spec));
-    let rule = &index.compute().rules[0];
-    assert!(
-        rule.gateways.is_empty(),
-        "fail-closed: the rule stays, without a gateway, so connections are refused"
-    );
-
-    let mut index = gateway_world();
-    index.services.clear();
+        .settings
+        .trusted_namespaces
+        .insert("envoy-gateway-system".into());
     let state = index.compute();
-    assert_eq!(
-        state.outcomes[0].problems,
-        [Problem::NoGatewayAddress(
-            "Gateway/gateway-system/kuadrant-egressgateway".into()
-        )]
-    );
-    assert!(state.rules.is_empty());
-}
-
-#[test]
-fn wildcards_are_rules_hostnames_like_any_other() {
-    let mut index = gateway_world();
-    let mut spec = spec("Gateway", "kuadrant-egressgateway");
-    spec.hostnames = vec![
-        Hostname("*.httpbin.org".into()),
-        Hostname("httpbin.org".into()),
-    ];
-    index.policies.insert(
-        key("gateway-system", "httpbin"),
-        policy("gateway-system", "httpbin", "t", spec),
-    );
-    let state = index.compute();
-    assert_eq!(state.rules[0].hosts, ["*.httpbin.org", "httpbin.org"]);
-    assert!(state.outcomes[0].problems.is_empty());
-    assert!(state.outcomes[0].accepted.ok);
-}
-
-#[test]
-fn the_oldest_policy_comes_first_so_it_wins_conflicts() {
-    let mut index = gateway_world();
-    let mut newer = spec("Service", "kuadrant-egressgateway-istio");
-    newer.hostnames = vec![Hostname("httpbin.org".into())];
-    index.policies.insert(
-        key("gateway-system", "a-newer"),
-        policy("gateway-system", "a-newer", "2026-06-01T00:00:00Z", newer),
-    );
-    let names: Vec<String> = index
-        .compute()
-        .rules
-        .iter()
-        .map(|r| r.owner.to_string())
-        .collect();
-    assert_eq!(
-        names,
-        ["gateway-system/httpbin", "gateway-system/a-newer"],
-        "creation order, not name order"
-    );
+    assert_eq!(state.rules[0].gateways, gateways("10.96.12.34"));
+    assert!(state.exempt.contains(&proxy), "the proxy pod goes direct");
+    assert!(!state.selected.contains_key(&proxy));
 }
 
 #[test]
 fn each_pod_gets_the_rules_of_the_policies_that_select_it() {
     let mut index = gateway_world();
-    index.namespaces.insert(
-        "apps".into(),
-        NamespaceInfo {
-            name: "apps".into(),
-            labels: labels(&[(REDIRECT_LABEL, "true")]),
-        },
-    );
-    index
-        .pods
-        .insert(key("apps", "web"), pod("apps", "web", &[("app", "web")]));
-    index.pods.insert(
-        key("apps", "batch"),
-        pod("apps", "batch", &[("app", "batch")]),
-    );
+    add_namespace(&mut index, "apps", &[(REDIRECT_LABEL, "true")]);
+    add_pod(&mut index, "apps", "web", &[("app", "web")]);
+    add_pod(&mut index, "apps", "batch", &[("app", "batch")]);
     let mut only_batch = spec("Service", "kuadrant-egressgateway-istio");
-    only_batch.hostnames = vec![Hostname("example.com".into())];
+    only_batch.hostnames = hostnames(&["example.com"]);
     only_batch.workload_selector = Some(LabelSelector {
         match_labels: Some(labels(&[("app", "batch")])),
         ..Default::default()
     });
-    index.policies.insert(
-        key("gateway-system", "batch"),
+    add_policy(
+        &mut index,
         policy(
             "gateway-system",
             "batch",
@@ -444,9 +273,9 @@ fn each_pod_gets_the_rules_of_the_policies_that_select_it() {
         ),
     );
     let mut also_default = spec("Service", "kuadrant-egressgateway-istio");
-    also_default.hostnames = vec![Hostname("example.org".into())];
-    index.policies.insert(
-        key("gateway-system", "default2"),
+    also_default.hostnames = hostnames(&["example.org"]);
+    add_policy(
+        &mut index,
         policy(
             "gateway-system",
             "default2",
@@ -462,32 +291,70 @@ fn each_pod_gets_the_rules_of_the_policies_that_select_it() {
             "gateway-system/httpbin",
             "gateway-system/batch",
             "gateway-system/default2"
-        ]
+        ],
+        "creation order, not name order"
     );
     assert_eq!(
-        state.selected[&uid("web")],
+        state.selected[&uid("apps", "web")],
         BTreeSet::from([0, 2]),
         "web: only the default-selector policies"
     );
     assert_eq!(
-        state.selected[&uid("batch")],
+        state.selected[&uid("apps", "batch")],
         BTreeSet::from([0, 1, 2]),
         "batch: all three"
     );
 }
 
 #[test]
-fn a_gateway_without_an_istio_labelled_service_is_exempt_through_its_address() {
+fn references_name_what_the_policies_need_and_the_cluster_dns() {
     let mut index = gateway_world();
-    index
-        .gateways
-        .values_mut()
-        .for_each(|g| g.addresses = vec!["10.96.12.34".parse().unwrap()]);
-    index.services.values_mut().for_each(|s| s.labels.clear());
-    let state = index.compute();
-    assert_eq!(state.rules[0].gateways, gateways("10.96.12.34"));
-    assert!(
-        state.exempt.contains(&uid("gw-0")),
-        "backends of the Service holding the Gateway's address"
+    index.settings.cluster_dns = Some(key("kube-system", "kube-dns"));
+    let mut direct = spec("Service", "istio-egressgateway");
+    direct.hostnames = hostnames(&["example.com"]);
+    add_policy(&mut index, policy("istio-system", "wiki", "t", direct));
+    let refs = index.references();
+    assert_eq!(
+        refs.services,
+        BTreeSet::from([
+            key("istio-system", "istio-egressgateway"),
+            key("kube-system", "kube-dns")
+        ])
     );
+    assert_eq!(
+        refs.slices,
+        BTreeSet::from([
+            key("gateway-system", "kuadrant-egressgateway-istio"),
+            key("istio-system", "istio-egressgateway"),
+            key("kube-system", "kube-dns")
+        ])
+    );
+}
+
+#[test]
+fn the_cluster_dns_and_its_endpoints_are_trusted_resolvers() {
+    let mut index = gateway_world();
+    index.settings.cluster_dns = Some(key("kube-system", "kube-dns"));
+    add_service(
+        &mut index,
+        service("kube-system", "kube-dns", "10.96.0.10", &[53], &[]),
+    );
+    let mut endpoints = slice("kube-system", "kube-dns", &["coredns-0"]);
+    endpoints.addresses = vec!["10.244.1.5".parse().unwrap(), "10.244.2.6".parse().unwrap()];
+    add_slice(&mut index, endpoints);
+    let trusted: Vec<String> = index
+        .compute()
+        .trusted_resolvers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(trusted, ["10.96.0.10:53", "10.244.1.5:53", "10.244.2.6:53"]);
+}
+
+#[test]
+fn a_namespace_without_local_pods_costs_no_recompute() {
+    let mut index = gateway_world();
+    add_pod(&mut index, "apps", "web", &[]);
+    assert!(index.has_local_pods("apps"));
+    assert!(!index.has_local_pods("elsewhere"));
 }

@@ -15,14 +15,20 @@ pub struct PodInfo {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// UID: names the pod's cgroup.
+    /// UID in the API (Events name the pod by it).
     pub uid: String,
+    /// The UID the kubelet names the pod's cgroup with: the API UID, except for a static pod,
+    /// whose mirror pod carries the kubelet's own in `kubernetes.io/config.mirror`.
+    pub cgroup_uid: String,
     /// QoS class: where the kubelet puts the cgroup.
     pub qos: QosClass,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Whether it has finished (Succeeded/Failed): its cgroup is gone or going.
     pub finished: bool,
+    /// Its containers' IDs: where the kubelet makes no pod cgroup (`cgroupsPerQOS=false`)
+    /// the containers' cgroups are selected instead.
+    pub container_ids: Vec<String>,
 }
 
 /// The kubelet's QoS classes.
@@ -53,6 +59,8 @@ pub struct PolicyInfo {
     pub namespace: String,
     /// Name.
     pub name: String,
+    /// UID (Events reference it, so `kubectl describe` finds them).
+    pub uid: String,
     /// `metadata.generation`, for status conditions.
     pub generation: i64,
     /// Creation time (RFC 3339), which orders policies: on a conflict the oldest wins.
@@ -63,6 +71,17 @@ pub struct PolicyInfo {
     pub conditions: Vec<ConditionState>,
     /// Their `lastTransitionTime`s (RFC 3339), by condition type.
     pub transitions: BTreeMap<String, String>,
+    /// The defaults last taken from the target, as the status records them.
+    pub kept: Option<Defaults>,
+}
+
+/// Hostnames and ports a policy takes from its target when it names none itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// From the Gateway's usable listeners.
+    pub hostnames: Vec<String>,
+    /// From the usable listeners or the Service's ports.
+    pub ports: Vec<crate::intent::PortMap>,
 }
 
 /// A status condition without its transition time: what nodes compare before writing.
@@ -83,12 +102,17 @@ pub struct ConditionState {
 /// A Gateway API listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerInfo {
+    /// Name.
+    pub name: String,
     /// `hostname`, if set.
     pub hostname: Option<String>,
     /// Port.
     pub port: u16,
     /// `HTTP`, `HTTPS`, `TLS`, `TCP`, `UDP`.
     pub protocol: String,
+    /// Whether traffic sent to it goes anywhere: its status says routes are attached or it is
+    /// `Programmed`. Only usable listeners give defaults.
+    pub usable: bool,
 }
 
 /// A Gateway.
@@ -130,4 +154,6 @@ pub struct EndpointSliceInfo {
     pub service: String,
     /// Endpoints whose `targetRef` is a Pod: that pod's name (same namespace).
     pub pods: Vec<String>,
+    /// Every endpoint address (DNS answers from the cluster DNS's endpoints are trusted).
+    pub addresses: Vec<IpAddr>,
 }

@@ -1,9 +1,15 @@
 //! The Kubernetes source: watches feed the index, the index yields the cluster state, and the
-//! state, with the cgroup ids of this node's selected and exempt pods, is the [`Intent`] the
-//! engine puts in force. Policy outcomes and the engine's runtime facts go back to the API as
-//! Events and status.
+//! state, with the cgroups of this node's selected and exempt pods, is the [`Intent`] the
+//! engine puts in force. The holder of the status Lease reports policy outcomes and the
+//! engine's runtime facts as status and Events; every node reports its own pods' missing
+//! cgroups.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use kube::{
@@ -13,10 +19,14 @@ use kube::{
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    cgroups,
-    index::{ClusterState, Index},
+    apply::Applier,
+    cgroups::{self, PodCgroups},
+    index::{ClusterState, Index, IndexSettings, PodRef},
+    lease,
+    model::ObjectKey,
+    refs::ReferenceWatches,
     report::PolicyReporter,
-    watch::{self as watches, Applier, Change},
+    watch::{self as watches, Change, Lists},
 };
 use crate::{
     cgroupfs::Hierarchy,
@@ -24,17 +34,33 @@ use crate::{
     intent::{DnsIntent, Intent, Selection},
 };
 
+/// How long a selected pod's cgroup may be missing before it is reported (the API usually
+/// shows a pod before the kubelet creates its cgroup).
+const MISSING_GRACE: Duration = Duration::from_secs(30);
+
 /// Settings of the Kubernetes source.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// This node's name.
     pub node: String,
     /// A kubeconfig file; `None`: in-cluster config (or `$KUBECONFIG`).
-    pub kubeconfig: Option<std::path::PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
     /// DNS servers for hostnames; empty: the agent's /etc/resolv.conf.
     pub dns_servers: Vec<SocketAddr>,
     /// How often the intent is rebuilt and runtime facts are reported.
     pub resync_interval: Duration,
+    /// Namespaces whose policies may select pods in other namespaces.
+    pub trusted_namespaces: BTreeSet<String>,
+    /// The cluster DNS Service, whose answers to pods are learned.
+    pub cluster_dns: Option<ObjectKey>,
+    /// Node-local DNS cache addresses, also trusted.
+    pub node_local_dns: Vec<IpAddr>,
+    /// The namespace of the status Lease (the agent's own).
+    pub lease_namespace: String,
+    /// Where the kubelet puts pod cgroups, relative to the cgroup2 mount; empty: anywhere.
+    pub kubelet_cgroup_roots: Vec<PathBuf>,
+    /// How watches list.
+    pub lists: Lists,
 }
 
 /// The Kubernetes source, started.
@@ -42,47 +68,86 @@ pub struct KubernetesSource {
     settings: Settings,
     hierarchy: Hierarchy,
     api_changes: mpsc::UnboundedReceiver<Change>,
-    cgroup_events: mpsc::UnboundedReceiver<String>,
+    cgroup_events: mpsc::UnboundedReceiver<()>,
+    cgroup_roots: Vec<PathBuf>,
+    pod_cgroups: PodCgroups,
     index: Index,
     applier: Applier,
+    references: ReferenceWatches,
     reporter: PolicyReporter,
+    writer: watch::Receiver<bool>,
+    missing_since: BTreeMap<PodRef, (String, Instant)>,
     state: watch::Sender<SourceState>,
 }
 
 impl KubernetesSource {
-    /// Connects to the API, starts the watches and the pod cgroup watch; returns the source and
-    /// the receiver the engine follows.
+    /// Connects to the API, starts the watches, the status Lease and the pod cgroup watch;
+    /// returns the source and the receiver the engine follows.
     pub async fn start(
         settings: Settings,
         hierarchy: Hierarchy,
+        health: &crate::health::Health,
     ) -> anyhow::Result<(Self, watch::Receiver<SourceState>)> {
         let client = client(settings.kubeconfig.as_deref()).await?;
-        let api_changes = watches::start(&client, &settings.node);
-        let cgroup_events =
-            cgroups::watch(hierarchy.mount().to_owned()).context("watching pod cgroups")?;
-        let reporter = PolicyReporter::new(client.clone(), &settings.node);
+        let (tx, api_changes) = mpsc::unbounded_channel();
+        let mut applier = Applier::default();
+        for scope in watches::start(&client, &settings.node, settings.lists, &tx) {
+            applier.expect(scope);
+        }
+        let cgroup_roots: Vec<PathBuf> = if settings.kubelet_cgroup_roots.is_empty() {
+            vec![hierarchy.mount().to_owned()]
+        } else {
+            settings
+                .kubelet_cgroup_roots
+                .iter()
+                .map(|root| hierarchy.mount().join(root))
+                .collect()
+        };
+        let pod_cgroups = PodCgroups::scan(&cgroup_roots);
+        // The watch thread blocks until something changes: only its ending is a problem.
+        let watcher_alive = health.register("cgroup-watch", Duration::MAX);
+        let cgroup_events = cgroups::watch(&pod_cgroups, cgroup_roots.clone(), watcher_alive)
+            .context("watching pod cgroups")?;
+        let writer = lease::elect(
+            client.clone(),
+            &settings.lease_namespace,
+            settings.node.clone(),
+        );
+        let index = Index {
+            settings: IndexSettings {
+                trusted_namespaces: settings.trusted_namespaces.clone(),
+                cluster_dns: settings.cluster_dns.clone(),
+            },
+            ..Index::default()
+        };
         let (state, receiver) = watch::channel(SourceState {
             description: format!("kubernetes (node {})", settings.node),
             ..SourceState::default()
         });
         let source = Self {
+            reporter: PolicyReporter::new(client.clone(), &settings.node),
+            references: ReferenceWatches::new(client, settings.lists, tx),
             settings,
             hierarchy,
             api_changes,
             cgroup_events,
-            index: Index::default(),
-            applier: Applier::default(),
-            reporter,
+            cgroup_roots,
+            pod_cgroups,
+            index,
+            applier,
+            writer,
+            missing_since: BTreeMap::new(),
             state,
         };
         Ok((source, receiver))
     }
 
     /// Runs until the engine goes away. `engine` reports the runtime facts to publish.
-    pub async fn run(mut self, engine: StatusHandle) {
+    pub async fn run(mut self, engine: StatusHandle, heartbeat: crate::health::Heartbeat) {
         let mut resync = tokio::time::interval(self.settings.resync_interval);
         resync.tick().await;
         loop {
+            heartbeat.beat();
             tokio::select! {
                 Some(change) = self.api_changes.recv() => {
                     let mut changed = self.applier.apply(&mut self.index, change);
@@ -90,21 +155,33 @@ impl KubernetesSource {
                     while let Ok(change) = self.api_changes.try_recv() {
                         changed |= self.applier.apply(&mut self.index, change);
                     }
+                    if changed {
+                        let refs = self.index.references();
+                        self.references.sync(&refs, &mut self.applier, &mut self.index);
+                    }
                     if changed && self.applier.all_synced() {
                         let state = self.publish();
-                        self.reporter.report(&self.index, &state);
+                        self.report(&state, &engine);
                     }
                 }
-                Some(_uid) = self.cgroup_events.recv() => {
+                Some(()) = self.cgroup_events.recv() => {
                     while self.cgroup_events.try_recv().is_ok() {}
+                    self.pod_cgroups = PodCgroups::scan(&self.cgroup_roots);
                     if self.applier.all_synced() {
                         self.publish();
                     }
                 }
+                Ok(()) = self.writer.changed() => {
+                    if self.applier.all_synced() {
+                        let state = self.index.compute();
+                        self.report(&state, &engine);
+                    }
+                }
                 _ = resync.tick() => {
                     if self.applier.all_synced() {
+                        self.pod_cgroups = PodCgroups::scan(&self.cgroup_roots);
                         let state = self.publish();
-                        self.reporter.report_runtime(&engine.facts(), &state);
+                        self.report(&state, &engine);
                     }
                 }
                 () = self.state.closed() => return,
@@ -112,10 +189,42 @@ impl KubernetesSource {
         }
     }
 
+    /// Status and policy Events when this agent is the status writer; this node's missing pod
+    /// cgroups always.
+    fn report(&self, state: &ClusterState, engine: &StatusHandle) {
+        if *self.writer.borrow() {
+            self.reporter.report(&self.index, state, &engine.facts());
+        }
+        let overdue: Vec<(PodRef, String)> = self
+            .missing_since
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() >= MISSING_GRACE)
+            .map(|(pod, (uid, _))| (pod.clone(), uid.clone()))
+            .collect();
+        self.reporter.report_missing_cgroups(&overdue);
+    }
+
     /// Recomputes the cluster state and publishes its intent; returns the state.
     fn publish(&mut self) -> ClusterState {
         let state = self.index.compute();
-        let intent = intent(&state, &self.hierarchy, &self.settings.dns_servers);
+        self.index.remember(&state);
+        let (intent, missing) = intent(
+            &state,
+            &self.index,
+            &self.pod_cgroups,
+            &self.hierarchy,
+            &self.settings,
+        );
+        let now = Instant::now();
+        let mut since = std::mem::take(&mut self.missing_since);
+        self.missing_since = missing
+            .into_iter()
+            .map(|(pod, uid)| {
+                let first = since.remove(&pod).map_or(now, |(_, at)| at);
+                (pod, (uid, first))
+            })
+            .collect();
+        crate::metrics::set_cgroups_missing(self.missing_since.len());
         self.state.send_if_modified(|current| {
             let changed = current.intent.as_ref() != Some(&intent);
             current.intent = Some(intent);
@@ -140,38 +249,71 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> 
     Client::try_from(config).context("building the Kubernetes client")
 }
 
-/// The intent for a cluster state: attach at the cgroup2 root, the policies' rules, and the
-/// cgroups of the selected and exempt pods that exist on this node.
-pub fn intent(state: &ClusterState, hierarchy: &Hierarchy, dns_servers: &[SocketAddr]) -> Intent {
-    let root = hierarchy.mount();
-    let mut missing = Vec::new();
-    let mut id_of = |pod: &super::index::PodRef| {
-        let id = cgroups::find_pod_cgroup(root, pod).and_then(|path| hierarchy.id_of(&path).ok());
-        if id.is_none() {
-            missing.push(format!("pod {}", pod.uid));
-        }
-        id
+/// The intent for a cluster state: attach at the cgroup2 root, the policies' rules, the
+/// cgroups of the selected and exempt pods found on this node, and the trusted resolvers.
+/// Also returns the selected pods whose cgroup was not found (with their API UIDs).
+pub fn intent(
+    state: &ClusterState,
+    index: &Index,
+    cgroups: &PodCgroups,
+    hierarchy: &Hierarchy,
+    settings: &Settings,
+) -> (Intent, Vec<(PodRef, String)>) {
+    let ids_of = |pod: &PodRef| -> Vec<u64> {
+        let containers = index
+            .pods
+            .get(&pod.key)
+            .map(|p| p.container_ids.clone())
+            .unwrap_or_default();
+        cgroups
+            .of(&pod.uid, &containers)
+            .iter()
+            .filter_map(|path| hierarchy.id_of(path).ok())
+            .collect()
     };
-    let selected = state
-        .selected
+    let mut missing = Vec::new();
+    let mut selected = Vec::new();
+    for (pod, rules) in &state.selected {
+        let ids = ids_of(pod);
+        if ids.is_empty() {
+            let api_uid = index
+                .pods
+                .get(&pod.key)
+                .map(|p| p.uid.clone())
+                .unwrap_or_default();
+            missing.push((pod.clone(), api_uid));
+        }
+        selected.extend(ids.into_iter().map(|cgroup| Selection {
+            cgroup,
+            rules: rules.clone(),
+        }));
+    }
+    let exempt = state.exempt.iter().flat_map(ids_of).collect();
+    let trusted = state
+        .trusted_resolvers
         .iter()
-        .filter_map(|(pod, rules)| {
-            Some(Selection {
-                cgroup: id_of(pod)?,
-                rules: rules.clone(),
-            })
-        })
+        .copied()
+        .chain(
+            settings
+                .node_local_dns
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 53)),
+        )
         .collect();
-    let exempt = state.exempt.iter().filter_map(&mut id_of).collect();
-    Intent {
+    let intent = Intent {
         attach: None,
         rules: state.rules.clone(),
         selected,
         exempt,
         dns: DnsIntent {
-            servers: dns_servers.to_vec(),
+            servers: settings.dns_servers.clone(),
+            trusted,
             ..DnsIntent::default()
         },
-        missing,
-    }
+        missing: missing
+            .iter()
+            .map(|(pod, _)| format!("pod {}/{} (uid {})", pod.key.0, pod.key.1, pod.uid))
+            .collect(),
+    };
+    (intent, missing)
 }

@@ -1,8 +1,18 @@
-//! Watches: one kube-rs watcher per kind, converted to the index's plain data on arrival and
-//! sent to the agent loop. A relist (after a watch expires or the agent reconnects) replaces
-//! the kind's objects wholesale, so deletions missed while disconnected do not linger.
+//! Watches: kube-rs watchers converted to the index's plain data on arrival and sent to the
+//! source's loop. Nothing is watched cluster-wide that grows with the cluster's workloads:
+//!
+//! * pods: this node's only (field selector);
+//! * namespaces: metadata only;
+//! * policies and Gateways: all (few; the Gateway API only when discovery says it is served);
+//! * Services: those carrying a gateway label (Istio's, Envoy Gateway's), plus each Service a
+//!   policy or the agent names, watched by name ([`super::refs`]);
+//! * EndpointSlices: only those of the gateway Services and the cluster DNS, by name.
+//!
+//! Lists are served from the API server's watch cache (`resourceVersion=0`, unpaginated) by
+//! default, as the kubelet's are: at thousands of nodes a relist then never reaches etcd.
+//! [`Lists::Paginated`] asks for consistent lists in pages instead.
 
-use std::{collections::BTreeMap, fmt::Debug};
+use std::{fmt::Debug, time::Duration};
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::{
@@ -22,12 +32,15 @@ use tracing::{info, warn};
 use super::{
     convert::{self, key_of},
     crd::{EgressRedirectPolicy, GATEWAY_GROUP},
-    index::Index,
-    model::ObjectKey,
+    index::{ENVOY_GATEWAY_NAME_LABEL, GATEWAY_NAME_LABEL},
+    model::{
+        EndpointSliceInfo, GatewayInfo, NamespaceInfo, ObjectKey, PodInfo, PolicyInfo, ServiceInfo,
+    },
+    store::{ScopeId, WHOLE_KIND},
 };
 
 /// The kinds watched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     /// Pods on this node.
     Pods,
@@ -43,24 +56,97 @@ pub enum Kind {
     Slices,
 }
 
-/// Every kind, for readiness.
-pub const ALL_KINDS: [Kind; 6] = [
-    Kind::Pods,
-    Kind::Namespaces,
-    Kind::Policies,
-    Kind::Gateways,
-    Kind::Services,
-    Kind::Slices,
-];
+impl Kind {
+    /// Lower-case plural, for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pods => "pods",
+            Self::Namespaces => "namespaces",
+            Self::Policies => "egressredirectpolicies",
+            Self::Gateways => "gateways",
+            Self::Services => "services",
+            Self::Slices => "endpointslices",
+        }
+    }
+}
 
-/// One change of one kind.
+/// How watches list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lists {
+    /// From the API server's cache, in one response.
+    #[default]
+    Cached,
+    /// Consistent reads, this many objects per page.
+    Paginated(u32),
+}
+
+impl Lists {
+    fn config(self) -> watcher::Config {
+        match self {
+            Self::Cached => watcher::Config {
+                page_size: None,
+                ..watcher::Config::default()
+            }
+            .any_semantic(),
+            Self::Paginated(size) => watcher::Config::default().page_size(size),
+        }
+    }
+}
+
+/// One watch: its kind and its id within the kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope {
+    /// The kind.
+    pub kind: Kind,
+    /// Which of the kind's watches.
+    pub id: ScopeId,
+}
+
+/// The Services watch by Istio's gateway label.
+pub const ISTIO_SERVICES: Scope = Scope {
+    kind: Kind::Services,
+    id: 1,
+};
+/// The Services watch by Envoy Gateway's label.
+pub const ENVOY_SERVICES: Scope = Scope {
+    kind: Kind::Services,
+    id: 2,
+};
+/// The first id of by-name watches.
+pub const FIRST_REFERENCE_ID: ScopeId = 16;
+
+const fn whole(kind: Kind) -> Scope {
+    Scope {
+        kind,
+        id: WHOLE_KIND,
+    }
+}
+
+/// An object, converted.
 #[derive(Debug)]
-pub enum Update<T> {
+pub enum Object {
+    /// A pod.
+    Pod(PodInfo),
+    /// A namespace.
+    Namespace(NamespaceInfo),
+    /// A policy (boxed: it carries the whole spec).
+    Policy(Box<PolicyInfo>),
+    /// A Gateway.
+    Gateway(GatewayInfo),
+    /// A Service.
+    Service(ServiceInfo),
+    /// An EndpointSlice.
+    Slice(EndpointSliceInfo),
+}
+
+/// What a watch reports.
+#[derive(Debug)]
+pub enum Update {
     /// Added or modified.
-    Upsert(ObjectKey, T),
+    Upsert(ObjectKey, Object),
     /// Deleted.
     Remove(ObjectKey),
-    /// A relist starts: objects until [`Update::Synced`] replace the current ones.
+    /// A relist starts: objects until [`Update::Synced`] replace the scope's current ones.
     Relist,
     /// The (re)list is complete.
     Synced,
@@ -68,202 +154,180 @@ pub enum Update<T> {
 
 /// A change for the index.
 #[derive(Debug)]
-pub enum Change {
-    /// A pod.
-    Pod(Update<super::model::PodInfo>),
-    /// A namespace.
-    Namespace(Update<super::model::NamespaceInfo>),
-    /// A policy (boxed: it carries the whole spec).
-    Policy(Update<Box<super::model::PolicyInfo>>),
-    /// A Gateway.
-    Gateway(Update<super::model::GatewayInfo>),
-    /// A Service.
-    Service(Update<super::model::ServiceInfo>),
-    /// An EndpointSlice.
-    Slice(Update<super::model::EndpointSliceInfo>),
+pub struct Change {
+    /// The watch it comes from.
+    pub scope: Scope,
+    /// What happened.
+    pub update: Update,
 }
 
-/// Applies changes to an index, tracking relists.
-#[derive(Debug, Default)]
-pub struct Applier {
-    relisting: BTreeMap<Kind, std::collections::BTreeSet<ObjectKey>>,
-    synced: std::collections::BTreeSet<Kind>,
-}
-
-impl Applier {
-    /// Applies `change`; returns whether the index may have changed.
-    pub fn apply(&mut self, index: &mut Index, change: Change) -> bool {
-        match change {
-            Change::Pod(u) => self.update(Kind::Pods, &mut index.pods, u),
-            Change::Namespace(u) => {
-                // Namespaces are keyed by name alone in the index.
-                let mut as_keyed: BTreeMap<ObjectKey, _> = std::mem::take(&mut index.namespaces)
-                    .into_iter()
-                    .map(|(name, info)| ((String::new(), name), info))
-                    .collect();
-                let changed = self.update(Kind::Namespaces, &mut as_keyed, u);
-                index.namespaces = as_keyed
-                    .into_iter()
-                    .map(|((_, name), info)| (name, info))
-                    .collect();
-                changed
-            }
-            Change::Policy(u) => {
-                let u = match u {
-                    Update::Upsert(key, policy) => Update::Upsert(key, *policy),
-                    Update::Remove(key) => Update::Remove(key),
-                    Update::Relist => Update::Relist,
-                    Update::Synced => Update::Synced,
-                };
-                self.update(Kind::Policies, &mut index.policies, u)
-            }
-            Change::Gateway(u) => self.update(Kind::Gateways, &mut index.gateways, u),
-            Change::Service(u) => self.update(Kind::Services, &mut index.services, u),
-            Change::Slice(u) => self.update(Kind::Slices, &mut index.slices, u),
-        }
-    }
-
-    /// Whether every kind has completed its first list.
-    pub fn all_synced(&self) -> bool {
-        ALL_KINDS.iter().all(|kind| self.synced.contains(kind))
-    }
-
-    fn update<T: PartialEq>(
-        &mut self,
-        kind: Kind,
-        map: &mut BTreeMap<ObjectKey, T>,
-        update: Update<T>,
-    ) -> bool {
-        match update {
-            Update::Upsert(key, value) => {
-                if let Some(seen) = self.relisting.get_mut(&kind) {
-                    seen.insert(key.clone());
-                }
-                let changed = map.get(&key) != Some(&value);
-                map.insert(key, value);
-                changed
-            }
-            Update::Remove(key) => map.remove(&key).is_some(),
-            Update::Relist => {
-                self.relisting
-                    .insert(kind, std::collections::BTreeSet::new());
-                false
-            }
-            Update::Synced => {
-                let seen = self.relisting.remove(&kind).unwrap_or_default();
-                let before = map.len();
-                map.retain(|key, _| seen.contains(key));
-                let first = self.synced.insert(kind);
-                first || map.len() != before
-            }
-        }
-    }
-}
-
-/// Starts every watch; changes arrive on the returned channel.
-pub fn start(client: &Client, node: &str) -> mpsc::UnboundedReceiver<Change> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// Starts the cluster-wide watches; returns their scopes (publishing waits for each).
+pub fn start(
+    client: &Client,
+    node: &str,
+    lists: Lists,
+    tx: &mpsc::UnboundedSender<Change>,
+) -> Vec<Scope> {
+    let any = lists.config();
     let pods: Api<Pod> = Api::all(client.clone());
-    let node_pods = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     spawn(
-        watcher(pods, node_pods),
+        watcher(pods, any.clone().fields(&format!("spec.nodeName={node}"))),
+        whole(Kind::Pods),
         tx.clone(),
-        |p| Some(convert::pod(p)),
-        Change::Pod,
+        |p| Object::Pod(convert::pod(p)),
     );
     // Metadata only: labels are all the index reads.
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     spawn(
-        watcher(namespaces, watcher::Config::default()),
+        watcher(namespaces, any.clone()),
+        whole(Kind::Namespaces),
         tx.clone(),
-        |n| Some(convert::namespace(n)),
-        Change::Namespace,
+        |n| Object::Namespace(convert::namespace(n)),
     );
     let policies: Api<EgressRedirectPolicy> = Api::all(client.clone());
     spawn(
-        watcher(policies, watcher::Config::default()),
+        watcher(policies, any.clone()),
+        whole(Kind::Policies),
         tx.clone(),
-        |p| Some(Box::new(convert::policy(p))),
-        Change::Policy,
+        |p| Object::Policy(Box::new(convert::policy(p))),
     );
-    let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "Gateway");
-    let gateways: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
-    spawn(
-        watcher(gateways, watcher::Config::default()),
-        tx.clone(),
-        |g| Some(convert::gateway(g)),
-        Change::Gateway,
-    );
-    let services: Api<Service> = Api::all(client.clone());
-    spawn(
-        watcher(services, watcher::Config::default()),
-        tx.clone(),
-        |s| Some(convert::service(s)),
-        Change::Service,
-    );
-    let slices: Api<EndpointSlice> = Api::all(client.clone());
-    spawn(
-        watcher(slices, watcher::Config::default()),
-        tx,
-        |s| Some(convert::endpoint_slice(s)),
-        Change::Slice,
-    );
-    rx
+    for (scope, label) in [
+        (ISTIO_SERVICES, GATEWAY_NAME_LABEL),
+        (ENVOY_SERVICES, ENVOY_GATEWAY_NAME_LABEL),
+    ] {
+        let services: Api<Service> = Api::all(client.clone());
+        spawn(
+            watcher(services, any.clone().labels(label)),
+            scope,
+            tx.clone(),
+            |s| Object::Service(convert::service(s)),
+        );
+    }
+    tokio::spawn(gateways_when_served(client.clone(), lists, tx.clone()));
+    vec![
+        whole(Kind::Pods),
+        whole(Kind::Namespaces),
+        whole(Kind::Policies),
+        whole(Kind::Gateways),
+        ISTIO_SERVICES,
+        ENVOY_SERVICES,
+    ]
 }
 
-fn spawn<K, T, S>(
-    stream: S,
+/// Watches one Service by name, or the EndpointSlices of one Service.
+pub fn start_reference(
+    client: &Client,
+    lists: Lists,
+    scope: Scope,
+    key: &ObjectKey,
     tx: mpsc::UnboundedSender<Change>,
-    convert: fn(&K) -> Option<T>,
-    wrap: fn(Update<T>) -> Change,
-) where
+) -> tokio::task::AbortHandle {
+    let any = lists.config();
+    let (namespace, name) = key;
+    if scope.kind == Kind::Slices {
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+        let config = any.labels(&format!("kubernetes.io/service-name={name}"));
+        spawn(watcher(slices, config), scope, tx, |s| {
+            Object::Slice(convert::endpoint_slice(s))
+        })
+    } else {
+        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+        let config = any.fields(&format!("metadata.name={name}"));
+        spawn(watcher(services, config), scope, tx, |s| {
+            Object::Service(convert::service(s))
+        })
+    }
+}
+
+/// How often discovery is asked again whether the Gateway API is served.
+const DISCOVERY_INTERVAL: Duration = Duration::from_mins(1);
+
+/// Watches Gateways while discovery says the API is served. While it is not, Gateways are
+/// an empty, complete list (no LIST retried in a loop); if it appears later the watch starts,
+/// and if it goes away the Gateways leave.
+async fn gateways_when_served(client: Client, lists: Lists, tx: mpsc::UnboundedSender<Change>) {
+    let scope = whole(Kind::Gateways);
+    let version = format!("{GATEWAY_GROUP}/v1");
+    let mut running: Option<tokio::task::AbortHandle> = None;
+    let mut reported_absent = false;
+    loop {
+        let served = match client.list_api_group_resources(&version).await {
+            Ok(list) => Some(list.resources.iter().any(|r| r.name == "gateways")),
+            Err(kube::Error::Api(status)) if status.code == 404 => Some(false),
+            Err(err) => {
+                warn!(error = %err, "cannot ask discovery about the Gateway API; asking again");
+                None
+            }
+        };
+        match (served, running.is_some()) {
+            (Some(true), false) => {
+                info!("Gateway API served: watching Gateways");
+                let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "Gateway");
+                let api: Api<DynamicObject> =
+                    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+                running = Some(spawn(
+                    watcher(api, lists.config()),
+                    scope,
+                    tx.clone(),
+                    |g| Object::Gateway(convert::gateway(g)),
+                ));
+                reported_absent = false;
+            }
+            (Some(false), running_now) if running_now || !reported_absent => {
+                if let Some(task) = running.take() {
+                    task.abort();
+                }
+                info!("Gateway API not served: no Gateways (asking discovery again every minute)");
+                reported_absent = true;
+                for update in [Update::Relist, Update::Synced] {
+                    if tx.send(Change { scope, update }).is_err() {
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+    }
+}
+
+fn spawn<K, S>(
+    stream: S,
+    scope: Scope,
+    tx: mpsc::UnboundedSender<Change>,
+    convert: fn(&K) -> Object,
+) -> tokio::task::AbortHandle
+where
     K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
-    T: Send + 'static,
     S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream.default_backoff());
-        let mut missing_reported = false;
         while let Some(event) = stream.next().await {
             let update = match event {
                 Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                    match convert(&object) {
-                        Some(value) => Update::Upsert(key_of(&object), value),
-                        None => continue,
-                    }
+                    Update::Upsert(key_of(&object), convert(&object))
                 }
                 Ok(watcher::Event::Delete(object)) => Update::Remove(key_of(&object)),
                 Ok(watcher::Event::Init) => Update::Relist,
                 Ok(watcher::Event::InitDone) => Update::Synced,
-                // The kind's API is not served (no Gateway API CRDs, say): nothing of that kind
-                // exists, which is a complete answer. Retries continue, in case it is installed.
-                Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
-                    if status.code == 404 =>
-                {
-                    if !missing_reported {
-                        missing_reported = true;
-                        info!(
-                            kind = std::any::type_name::<K>(),
-                            "API not served by this cluster; treating it as empty"
-                        );
-                        if tx.send(wrap(Update::Relist)).is_err()
-                            || tx.send(wrap(Update::Synced)).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    continue;
-                }
+                // Nothing changes in the index on an error: the watcher retries with backoff
+                // and relists, and only a completed relist removes objects.
                 Err(err) => {
-                    warn!(error = %err, kind = std::any::type_name::<K>(), "watch failed; retrying with backoff");
+                    crate::metrics::watch_restarted(scope.kind.name());
+                    warn!(error = %err, kind = scope.kind.name(), "watch failed; retrying with backoff");
                     continue;
                 }
             };
-            if tx.send(wrap(update)).is_err() {
+            if tx.send(Change { scope, update }).is_err() {
                 return;
             }
         }
     });
+    task.abort_handle()
 }
 
 #[cfg(test)]

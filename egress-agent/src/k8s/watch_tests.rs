@@ -13,6 +13,7 @@ use serde_json::json;
 use tower_test::mock;
 
 use super::*;
+use crate::k8s::{apply::Applier, index::Index, refs::ReferenceWatches};
 
 fn list(api_version: &str, kind: &str, items: &serde_json::Value) -> Vec<u8> {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items}).to_string().into_bytes()
@@ -79,8 +80,8 @@ async fn serve(
                     "spec": {"targetRef": {"group": "", "kind": "Service", "name": "gw"}, "hostnames": ["example.com"]}
                 }]),
             ),
-            "/apis/gateway.networking.k8s.io/v1/gateways" => {
-                // A cluster without the Gateway API CRDs.
+            "/apis/gateway.networking.k8s.io/v1" => {
+                // A cluster without the Gateway API CRDs: discovery says so.
                 let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
                     "message": "the server could not find the requested resource"});
                 let mut response = Response::new(Body::from(status.to_string().into_bytes()));
@@ -88,7 +89,10 @@ async fn serve(
                 send.send_response(response);
                 continue;
             }
-            "/api/v1/services" => list(
+            // Gateway Services by label: none here.
+            "/api/v1/services" => list("v1", "ServiceList", &json!([])),
+            // The policy's target, by name.
+            "/api/v1/namespaces/gw/services" => list(
                 "v1",
                 "ServiceList",
                 &json!([{
@@ -96,7 +100,7 @@ async fn serve(
                     "spec": {"clusterIPs": ["10.96.0.7"], "ports": [{"port": 443}]}
                 }]),
             ),
-            "/apis/discovery.k8s.io/v1/endpointslices" => {
+            "/apis/discovery.k8s.io/v1/namespaces/gw/endpointslices" => {
                 list("discovery.k8s.io/v1", "EndpointSliceList", &json!([]))
             }
             other => panic!("unexpected request {other}"),
@@ -111,13 +115,20 @@ async fn watchers_list_then_watch_and_feed_the_index() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     tokio::spawn(serve(handle, seen.clone()));
     let client = Client::new(service, "default");
-    let mut changes = start(&client, "node-1");
+    let (tx, mut changes) = mpsc::unbounded_channel();
     let mut index = Index::default();
     let mut applier = Applier::default();
+    for scope in start(&client, "node-1", Lists::Cached, &tx) {
+        applier.expect(scope);
+    }
+    let mut references = ReferenceWatches::new(client, Lists::Cached, tx);
+    let gw = ("gw".to_owned(), "gw".to_owned());
     let filled = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(change) = changes.recv().await {
-            applier.apply(&mut index, change);
-            if applier.all_synced() && index.pods.len() == 2 {
+            if applier.apply(&mut index, change) {
+                references.sync(&index.references(), &mut applier, &mut index);
+            }
+            if applier.all_synced() && index.pods.len() == 2 && index.services.contains_key(&gw) {
                 return;
             }
         }
@@ -125,69 +136,184 @@ async fn watchers_list_then_watch_and_feed_the_index() {
     .await;
     assert!(filled.is_ok(), "index never filled: {index:#?}");
 
-    let app = &index.pods[&("apps".to_owned(), "app".to_owned())];
+    let app = index
+        .pods
+        .get(&("apps".to_owned(), "app".to_owned()))
+        .expect("app");
     assert_eq!(
         (app.uid.as_str(), app.qos),
         ("uid-app", crate::k8s::model::QosClass::Guaranteed)
     );
-    let late = &index.pods[&("apps".to_owned(), "late".to_owned())];
+    let late = index
+        .pods
+        .get(&("apps".to_owned(), "late".to_owned()))
+        .expect("late");
     assert_eq!(
         late.qos,
         crate::k8s::model::QosClass::BestEffort,
         "the watch event arrived"
     );
-    assert_eq!(index.namespaces["apps"].labels["team"], "a");
+    let apps = index
+        .namespaces
+        .get(&(String::new(), "apps".to_owned()))
+        .expect("ns");
+    assert_eq!(apps.labels["team"], "a");
     assert_eq!(
-        index.policies[&("gw".to_owned(), "p".to_owned())].generation,
-        3
+        index
+            .policies
+            .get(&("gw".to_owned(), "p".to_owned()))
+            .map(|p| p.generation),
+        Some(3)
     );
     assert_eq!(
-        index.services[&("gw".to_owned(), "gw".to_owned())].cluster_ips,
-        ["10.96.0.7".parse::<std::net::IpAddr>().unwrap()]
+        index.services.get(&gw).map(|s| s.cluster_ips.clone()),
+        Some(vec!["10.96.0.7".parse::<std::net::IpAddr>().unwrap()])
+    );
+    assert!(
+        index.gateways.is_empty(),
+        "no Gateway API: no Gateways, and synced"
     );
 
-    let seen = seen.lock().expect("seen").clone();
-    let pod_list = seen
-        .iter()
-        .find(|(uri, _)| uri.starts_with("/api/v1/pods?") && !uri.contains("watch=true"))
+    assert_requests(&seen.lock().expect("seen"));
+}
+
+/// Only this node's pods, metadata-only namespaces, lists from the cache, Services only by
+/// label or name, no cluster-wide slices, no Gateway LIST without the API.
+fn assert_requests(seen: &[(String, String)]) {
+    let lists = || seen.iter().filter(|(uri, _)| !uri.contains("watch=true"));
+    let pod_list = lists()
+        .find(|(uri, _)| uri.starts_with("/api/v1/pods?"))
         .expect("pod list");
     assert!(
         pod_list.0.contains("fieldSelector=spec.nodeName%3Dnode-1"),
         "only this node's pods: {}",
         pod_list.0
     );
-    let namespace_list = seen
-        .iter()
+    assert!(
+        lists().all(|(uri, _)| !uri.contains('?') || uri.contains("resourceVersion=0")),
+        "lists are served from the API server's cache: {seen:#?}"
+    );
+    let namespace_list = lists()
         .find(|(uri, _)| uri.starts_with("/api/v1/namespaces?"))
         .expect("namespace list");
     assert!(
         namespace_list.1.contains("PartialObjectMetadata"),
         "namespaces are metadata-only: {namespace_list:?}"
     );
+    for (uri, _) in seen {
+        if uri.starts_with("/api/v1/services?") {
+            assert!(
+                uri.contains("labelSelector="),
+                "Services only by label: {uri}"
+            );
+        }
+        assert!(
+            !uri.starts_with("/apis/discovery.k8s.io/v1/endpointslices"),
+            "no cluster-wide EndpointSlice watch: {uri}"
+        );
+        assert!(
+            !uri.starts_with("/apis/gateway.networking.k8s.io/v1/gateways"),
+            "discovery said the Gateway API is absent: no LIST: {uri}"
+        );
+    }
+    assert!(
+        seen.iter().any(
+            |(uri, _)| uri.starts_with("/api/v1/namespaces/gw/services?")
+                && uri.contains("fieldSelector=metadata.name%3Dgw")
+        ),
+        "the target Service is watched by name: {seen:#?}"
+    );
+}
+
+fn pod_change(scope: Scope, update: Update) -> Change {
+    Change { scope, update }
 }
 
 #[test]
 fn a_relist_drops_objects_deleted_while_disconnected() {
     let mut index = Index::default();
     let mut applier = Applier::default();
-    let pod = |name: &str| crate::k8s::model::PodInfo {
-        name: name.into(),
-        namespace: "ns".into(),
-        ..Default::default()
+    let pods = Scope {
+        kind: Kind::Pods,
+        id: 0,
+    };
+    applier.expect(pods);
+    let pod = |name: &str| {
+        Object::Pod(PodInfo {
+            name: name.into(),
+            namespace: "ns".into(),
+            ..Default::default()
+        })
     };
     let key = |name: &str| ("ns".to_owned(), name.to_owned());
-    for change in [
-        Change::Pod(Update::Relist),
-        Change::Pod(Update::Upsert(key("a"), pod("a"))),
-        Change::Pod(Update::Upsert(key("b"), pod("b"))),
-        Change::Pod(Update::Synced),
+    for update in [
+        Update::Relist,
+        Update::Upsert(key("a"), pod("a")),
+        Update::Upsert(key("b"), pod("b")),
+        Update::Synced,
         // Reconnect: b was deleted meanwhile, so the relist no longer has it.
-        Change::Pod(Update::Relist),
-        Change::Pod(Update::Upsert(key("a"), pod("a"))),
-        Change::Pod(Update::Synced),
+        Update::Relist,
+        Update::Upsert(key("a"), pod("a")),
+        Update::Synced,
     ] {
-        applier.apply(&mut index, change);
+        applier.apply(&mut index, pod_change(pods, update));
     }
-    assert_eq!(index.pods.keys().cloned().collect::<Vec<_>>(), [key("a")]);
-    assert!(!applier.all_synced(), "other kinds have not synced");
+    assert_eq!(
+        index
+            .pods
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>(),
+        [key("a")]
+    );
+    assert!(applier.all_synced());
+    let policies = Scope {
+        kind: Kind::Policies,
+        id: 0,
+    };
+    applier.expect(policies);
+    assert!(
+        !applier.all_synced(),
+        "a started watch holds publishing until its first list"
+    );
+}
+
+#[test]
+fn a_namespace_change_without_local_pods_recomputes_nothing() {
+    let mut index = Index::default();
+    let mut applier = Applier::default();
+    let namespaces = Scope {
+        kind: Kind::Namespaces,
+        id: 0,
+    };
+    let ns = |name: &str, team: &str| {
+        Object::Namespace(NamespaceInfo {
+            name: name.into(),
+            labels: [("team".to_owned(), team.to_owned())].into(),
+        })
+    };
+    let key = |name: &str| (String::new(), name.to_owned());
+    assert!(!applier.apply(
+        &mut index,
+        pod_change(namespaces, Update::Upsert(key("far"), ns("far", "a")))
+    ));
+    index.pods.insert(
+        ("near".into(), "p".into()),
+        PodInfo {
+            namespace: "near".into(),
+            ..Default::default()
+        },
+    );
+    assert!(applier.apply(
+        &mut index,
+        pod_change(namespaces, Update::Upsert(key("near"), ns("near", "a")))
+    ));
+    assert!(
+        !applier.apply(
+            &mut index,
+            pod_change(namespaces, Update::Upsert(key("near"), ns("near", "a")))
+        ),
+        "unchanged"
+    );
+    assert_eq!(index.namespaces.len(), 2, "both stored");
 }

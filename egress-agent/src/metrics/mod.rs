@@ -1,0 +1,169 @@
+//! Prometheus metrics, in the `OpenMetrics` text format (`prometheus-client`).
+//!
+//! * Counted where they happen: DNS queries and their latency, reconciles, watch restarts.
+//! * Set by the engine after each reconcile: routes by source, map fill ratios, selected pods
+//!   whose cgroup was not found.
+//! * Read from the pinned maps at each scrape ([`datapath::Datapath`]): what the programs did,
+//!   per rule and hostname.
+
+mod datapath;
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+pub use datapath::Datapath;
+
+type Labels = Vec<(&'static str, String)>;
+type Ratio = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Every metric the agent updates itself.
+#[derive(Debug)]
+struct Metrics {
+    dns_queries: Family<Labels, Counter>,
+    dns_latency: Histogram,
+    reconcile_errors: Counter,
+    reconcile_duration: Histogram,
+    watch_restarts: Family<Labels, Counter>,
+    routes: Family<Labels, Gauge>,
+    map_fill: Family<Labels, Ratio>,
+    cgroups_missing: Gauge,
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics {
+        dns_queries: Family::default(),
+        // 1 ms .. ~4 s
+        dns_latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.001, 2.0, 13,
+        )),
+        reconcile_errors: Counter::default(),
+        // 100 µs .. ~3 s
+        reconcile_duration: Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15),
+        ),
+        watch_restarts: Family::default(),
+        routes: Family::default(),
+        map_fill: Family::default(),
+        cgroups_missing: Gauge::default(),
+    })
+}
+
+/// A DNS query the agent sent: `result` is `answer`, `nxdomain`, `nodata` or `error`.
+pub fn dns_query(result: &'static str, seconds: f64) {
+    let m = metrics();
+    m.dns_queries
+        .get_or_create(&vec![("result", result.to_owned())])
+        .inc();
+    m.dns_latency.observe(seconds);
+}
+
+/// A reconcile of the maps ended.
+pub fn reconciled(ok: bool, seconds: f64) {
+    let m = metrics();
+    if !ok {
+        m.reconcile_errors.inc();
+    }
+    m.reconcile_duration.observe(seconds);
+}
+
+/// A Kubernetes watch failed and restarts with backoff.
+pub fn watch_restarted(kind: &'static str) {
+    metrics()
+        .watch_restarts
+        .get_or_create(&vec![("kind", kind.to_owned())])
+        .inc();
+}
+
+/// Routes installed, by source (`static`, `resolved`, `learned`).
+pub fn set_routes(source: &'static str, count: usize) {
+    metrics()
+        .routes
+        .get_or_create(&vec![("source", source.to_owned())])
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+/// How full a map is (entries / capacity).
+pub fn set_map_fill(map: &'static str, ratio: f64) {
+    metrics()
+        .map_fill
+        .get_or_create(&vec![("map", map.to_owned())])
+        .set(ratio);
+}
+
+/// Selected pods on this node whose cgroup was not found.
+pub fn set_cgroups_missing(count: usize) {
+    metrics()
+        .cgroups_missing
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+/// The registry: the agent's metrics and, when given, the datapath's.
+fn registry(datapath: Option<Datapath>) -> Registry {
+    let m = metrics();
+    let mut registry = Registry::with_prefix("egress_agent");
+    registry.register(
+        "dns_queries",
+        "DNS queries the agent sent for configured hostnames, by result",
+        m.dns_queries.clone(),
+    );
+    registry.register_with_unit(
+        "dns_query_duration",
+        "Latency of the agent's DNS queries",
+        prometheus_client::registry::Unit::Seconds,
+        m.dns_latency.clone(),
+    );
+    registry.register(
+        "reconcile_errors",
+        "Reconciles that failed (the maps were only partly updated)",
+        m.reconcile_errors.clone(),
+    );
+    registry.register_with_unit(
+        "reconcile_duration",
+        "Time to compute the desired maps and write the difference",
+        prometheus_client::registry::Unit::Seconds,
+        m.reconcile_duration.clone(),
+    );
+    registry.register(
+        "watch_restarts",
+        "Kubernetes watches that failed and restarted, by kind",
+        m.watch_restarts.clone(),
+    );
+    registry.register(
+        "routes",
+        "Routed addresses by source (static, resolved by the agent, learned from answers)",
+        m.routes.clone(),
+    );
+    registry.register(
+        "map_fill_ratio",
+        "Entries over capacity, per map",
+        m.map_fill.clone(),
+    );
+    registry.register(
+        "pod_cgroups_missing",
+        "Selected pods on this node whose cgroup was not found (not redirected)",
+        m.cgroups_missing.clone(),
+    );
+    if let Some(datapath) = datapath {
+        registry.register_collector(Box::new(Arc::new(datapath)));
+    }
+    registry
+}
+
+/// The exposition: `OpenMetrics` text.
+pub fn render(datapath: Option<Datapath>) -> String {
+    let mut out = String::new();
+    if let Err(err) = encode(&mut out, &registry(datapath)) {
+        tracing::warn!(error = %err, "cannot encode metrics");
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

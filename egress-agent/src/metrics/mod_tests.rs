@@ -1,0 +1,25 @@
+use super::*;
+
+#[test]
+fn the_exposition_is_openmetrics_with_every_family() {
+    dns_query("answer", 0.004);
+    reconciled(false, 0.002);
+    watch_restarted("pods");
+    set_routes("learned", 3);
+    set_map_fill("addresses", 0.25);
+    set_cgroups_missing(1);
+    let text = render(None);
+    for needle in [
+        "# TYPE egress_agent_dns_queries counter",
+        "egress_agent_dns_queries_total{result=\"answer\"} 1",
+        "egress_agent_dns_query_duration_seconds_bucket",
+        "egress_agent_reconcile_errors_total 1",
+        "egress_agent_watch_restarts_total{kind=\"pods\"} 1",
+        "egress_agent_routes{source=\"learned\"} 3",
+        "egress_agent_map_fill_ratio{map=\"addresses\"} 0.25",
+        "egress_agent_pod_cgroups_missing 1",
+        "# EOF",
+    ] {
+        assert!(text.contains(needle), "{needle} in\n{text}");
+    }
+}
