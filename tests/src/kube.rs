@@ -108,3 +108,50 @@ impl Drop for FakeApi {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl FakeApi {
+    /// Moves the compaction point to now: older watch positions get 410 Gone.
+    pub fn compact(&self) {
+        self.request("POST", "/__compact", &Value::Null);
+    }
+
+    /// Closes every open watch; with `gone`, each first gets a 410 (forcing a relist).
+    pub fn expire_watches(&self, gone: bool) {
+        self.request(
+            "POST",
+            "/__expire_watches",
+            &serde_json::json!({ "gone": gone }),
+        );
+    }
+
+    /// Makes an API group vanish from discovery (and its paths 404).
+    pub fn disable_group(&self, group: &str) {
+        self.request(
+            "POST",
+            "/__disable_group",
+            &serde_json::json!({ "group": group }),
+        );
+    }
+
+    /// The next `count` requests under `path_prefix` fail with `code`.
+    pub fn fail(&self, path_prefix: &str, code: u16, count: u32) {
+        self.request(
+            "POST",
+            "/__fail",
+            &serde_json::json!({"path_prefix": path_prefix, "code": code, "count": count}),
+        );
+    }
+
+    /// Every API request served so far: `{"method", "path", "query"}`.
+    pub fn requests(&self) -> Vec<Value> {
+        self.request("GET", "/__requests", &Value::Null)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Clears the request record.
+    pub fn reset_requests(&self) {
+        self.request("POST", "/__reset_requests", &Value::Null);
+    }
+}

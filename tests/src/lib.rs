@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod cluster;
 pub mod dns;
 pub mod kube;
 pub mod net;

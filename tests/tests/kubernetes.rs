@@ -2,83 +2,28 @@
 //! real list/watch protocol, pods as real cgroup directories in the kubelet's layout with real
 //! client processes inside, a real DNS server, and the real maps.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egress_tests::{
-    Agent, DnsServer, Probe, Server, TestCgroup, kernel_tests_enabled, kube::FakeApi,
+    Agent, DnsServer, Probe, Server, TestCgroup,
+    cluster::{Node, PodCgroup, cgroup_ids, endpoints, namespace, pod, policy, service, wait},
+    kernel_tests_enabled,
+    kube::FakeApi,
 };
 use serde_json::{Value, json};
 
-const NODE: &str = "node-1";
 const APP_UID: &str = "0a0a0a0a-1111-4222-8333-444444444444";
 const GW_UID: &str = "0b0b0b0b-5555-4666-8777-888888888888";
 
-/// A pod's cgroup in the systemd driver's layout, with one container scope inside.
-struct PodCgroup {
-    container: TestCgroup,
-    pod: TestCgroup,
-}
-
-impl PodCgroup {
-    fn new(qos_slice: &TestCgroup, uid: &str) -> Self {
-        let pod = qos_slice.child(&format!(
-            "kubepods-burstable-pod{}.slice",
-            uid.replace('-', "_")
-        ));
-        let container = pod.child("cri-containerd-0123456789abcdef.scope");
-        Self { container, pod }
-    }
-}
-
-fn pod(namespace: &str, name: &str, uid: &str, labels: &Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "uid": uid, "labels": labels},
-        "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "example"}]},
-        "status": {"phase": "Running", "qosClass": "Burstable"}
-    })
-}
-
-fn namespace(name: &str, labels: &Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
-}
-
-fn policy(name: &str, service: &str, direct_port: u16, gateway_port: u16) -> Value {
-    json!({
-        "apiVersion": "egress-agent.io/v1alpha1", "kind": "EgressRedirectPolicy",
-        "metadata": {"name": name, "namespace": "gw"},
-        "spec": {
-            "targetRef": {"group": "", "kind": "Service", "name": service},
-            "hostnames": ["web.test"],
-            "ports": [{"port": direct_port, "gatewayPort": gateway_port}]
-        }
-    })
-}
-
-fn wait(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + egress_tests::scaled(Duration::from_secs(20));
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("never happened: {what}");
-}
-
-fn cgroup_ids(agent: &Agent) -> Vec<(u64, String)> {
-    agent
-        .maps_json("cgroups")
-        .and_then(|v| v["cgroups"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_u64().unwrap_or(0),
-                c["mode"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
+fn web_policy(name: &str, service: &str, direct_port: u16, gateway_port: u16) -> Value {
+    policy(
+        "gw",
+        name,
+        service,
+        &["web.test"],
+        direct_port,
+        gateway_port,
+    )
 }
 
 /// Namespaces (both labelled for redirection), the gateway Service with its EndpointSlice and
@@ -87,19 +32,21 @@ fn seed_cluster(api: &FakeApi, direct: &Server, gateway: &Server) {
     let redirect = json!({"egress-agent.io/redirect": "true"});
     api.apply(&namespace("apps", &redirect));
     api.apply(&namespace("gw", &redirect));
-    api.apply(&json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "egress-gw", "namespace": "gw"},
-        "spec": {"clusterIP": "127.0.0.3", "clusterIPs": ["127.0.0.3"], "ports": [{"port": gateway.port(), "protocol": "TCP"}]}
-    }));
-    api.apply(&json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "egress-gw-abcde", "namespace": "gw", "labels": {"kubernetes.io/service-name": "egress-gw"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.0.9"], "targetRef": {"kind": "Pod", "name": "gw-0", "namespace": "gw"}}]
-    }));
+    api.apply(&service(
+        "gw",
+        "egress-gw",
+        "127.0.0.3",
+        &[gateway.port()],
+        &json!({}),
+    ));
+    api.apply(&endpoints("gw", "egress-gw", &["gw-0"]));
     api.apply(&pod("gw", "gw-0", GW_UID, &json!({"app": "gateway"})));
-    api.apply(&policy("web", "egress-gw", direct.port(), gateway.port()));
+    api.apply(&web_policy(
+        "web",
+        "egress-gw",
+        direct.port(),
+        gateway.port(),
+    ));
 }
 
 /// A bad policy gives an Event and a status, and changes nothing else.
@@ -116,7 +63,7 @@ fn bad_policy_is_reported_and_changes_nothing(api: &FakeApi, agent: &Agent) {
             .collect()
     };
     let routes_before = routes();
-    api.apply(&policy("broken", "no-such-service", 9, 9));
+    api.apply(&web_policy("broken", "no-such-service", 9, 9));
     wait("TargetNotFound Event", || {
         api.events()
             .iter()
@@ -159,14 +106,10 @@ fn conflicts_and_unresolvable_hostnames_are_reported(
     direct_port: u16,
     app_cgroup: u64,
 ) {
-    api.apply(&json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "other-gw", "namespace": "gw"},
-        "spec": {"clusterIP": "127.0.0.4", "clusterIPs": ["127.0.0.4"], "ports": [{"port": 8443, "protocol": "TCP"}]}
-    }));
+    api.apply(&service("gw", "other-gw", "127.0.0.4", &[8443], &json!({})));
     std::thread::sleep(Duration::from_millis(1100)); // a later creation time: this one is newer
-    api.apply(&policy("other", "other-gw", direct_port, 8443));
-    let mut missing = policy("missing", "other-gw", 7, 7);
+    api.apply(&web_policy("other", "other-gw", direct_port, 8443));
+    let mut missing = web_policy("missing", "other-gw", 7, 7);
     missing["spec"]["hostnames"] = json!(["missing.test"]);
     api.apply(&missing);
     wait("Conflict Event on the newer policy", || {
@@ -207,7 +150,7 @@ fn scoped_policies_do_not_leak_to_other_workloads(
     gateway: &Server,
 ) {
     let other = Server::start("127.0.0.2", "other-direct");
-    let mut scoped = policy("scoped", "egress-gw", other.port(), gateway.port());
+    let mut scoped = web_policy("scoped", "egress-gw", other.port(), gateway.port());
     scoped["spec"]["workloadSelector"] = json!({"matchLabels": {"app": "nobody"}});
     api.apply(&scoped);
     wait("scoped policy accepted", || {
@@ -235,11 +178,8 @@ fn kubernetes_mode_end_to_end() {
     if !kernel_tests_enabled() {
         return;
     }
-    // The node's cgroup2 hierarchy, as the kubelet (systemd driver) lays it out.
-    let root = TestCgroup::new("k8s-node");
-    let kubepods = root.child("kubepods.slice");
-    let burstable = kubepods.child("kubepods-burstable.slice");
-    let gateway_pod = PodCgroup::new(&burstable, GW_UID);
+    let node = Node::new();
+    let gateway_pod = node.pod(GW_UID);
 
     let direct = Server::start("127.0.0.2", "direct");
     let gateway = Server::start("127.0.0.3", "gateway");
@@ -247,18 +187,10 @@ fn kubernetes_mode_end_to_end() {
     let api = FakeApi::start();
     seed_cluster(&api, &direct, &gateway);
 
-    let agent = Agent::start_kubernetes(&[
-        "--node-name",
-        NODE,
-        "--kubeconfig",
-        &api.kubeconfig().display().to_string(),
-        "--cgroup-root",
-        &root.path().display().to_string(),
-        "--dns-server",
-        &dns.addr(),
-        "--trusted-namespace",
-        "gw",
-    ]);
+    let agent = node.agent(
+        &api,
+        &["--dns-server", &dns.addr(), "--trusted-namespace", "gw"],
+    );
     agent.wait_status("policy's hostname resolved", |status| {
         status["hosts"].as_array().is_some_and(|hosts| {
             hosts
@@ -274,7 +206,7 @@ fn kubernetes_mode_end_to_end() {
     api.apply(&pod("apps", "app", APP_UID, &json!({"app": "client"})));
     std::thread::sleep(Duration::from_millis(300));
     // ... then the kubelet creates the cgroup: the inotify watch brings it in.
-    let app_pod = PodCgroup::new(&burstable, APP_UID);
+    let app_pod = node.pod(APP_UID);
     wait("app pod cgroup selected", || {
         cgroup_ids(&agent).contains(&(app_pod.pod.id(), "selected".into()))
     });
@@ -310,14 +242,7 @@ fn kubernetes_mode_end_to_end() {
     if std::env::var_os("EGRESS_SHOW_LOG").is_some() {
         eprintln!("{}", agent.log());
     }
-    drop((
-        app_pod.container,
-        app_pod.pod,
-        gateway_pod.container,
-        gateway_pod.pod,
-        burstable,
-        kubepods,
-    ));
+    drop((app_pod, gateway_pod, node));
 }
 
 /// Removing the label stops the redirect, deleting the pod removes its entry, and a pod whose

@@ -34,10 +34,6 @@ use crate::{
     intent::{DnsIntent, Intent, Selection},
 };
 
-/// How long a selected pod's cgroup may be missing before it is reported (the API usually
-/// shows a pod before the kubelet creates its cgroup).
-const MISSING_GRACE: Duration = Duration::from_secs(30);
-
 /// Settings of the Kubernetes source.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -195,10 +191,13 @@ impl KubernetesSource {
         if *self.writer.borrow() {
             self.reporter.report(&self.index, state, &engine.facts());
         }
+        // The API usually shows a pod before the kubelet creates its cgroup: report only
+        // those missing for three resyncs.
+        let grace = self.settings.resync_interval * 3;
         let overdue: Vec<(PodRef, String)> = self
             .missing_since
             .iter()
-            .filter(|(_, (_, since))| since.elapsed() >= MISSING_GRACE)
+            .filter(|(_, (_, since))| since.elapsed() >= grace)
             .map(|(pod, (uid, _))| (pod.clone(), uid.clone()))
             .collect();
         self.reporter.report_missing_cgroups(&overdue);
