@@ -120,11 +120,28 @@ fn respond(
             "text/plain",
             "not ready\n".to_owned(),
         ),
-        ("/metrics", _) => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics::render(Some(metrics::Datapath::new(sources.pins.clone()))),
-        ),
+        ("/metrics", _) => {
+            let text = metrics::render(Some(metrics::Datapath::new(sources.pins.clone())));
+            // Prometheus asks for OpenMetrics; anything else gets the classic format.
+            let openmetrics = request
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+            if openmetrics {
+                reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                )
+            } else {
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics::to_prometheus_text(&text),
+                )
+            }
+        }
         ("/status", Endpoint::Admin) => reply(
             StatusCode::OK,
             "application/json",

@@ -30,6 +30,9 @@ pub enum Command {
     Uninstall(PinArgs),
     /// Show the running agent's state: config, conflicts, hostnames and their addresses.
     Status(StatusArgs),
+    /// Explain why a pod (Kubernetes) or a cgroup (standalone) is or is not redirected, and
+    /// what a connection to a host would do.
+    Explain(Box<ExplainArgs>),
     /// Print the `EgressRedirectPolicy` CustomResourceDefinition (YAML).
     Crd,
     /// Check that this kernel runs the datapath: load every program (nothing is attached or
@@ -46,6 +49,40 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// `NAMESPACE/POD [HOST[:PORT]]` in Kubernetes mode, or `[HOST[:PORT]]` with `--cgroup`.
+    #[arg(value_name = "TARGET", num_args = 0..=2)]
+    pub targets: Vec<String>,
+    /// Standalone: the cgroup (a path under the cgroup2 mount, or absolute).
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// DNS servers to resolve the host with (`ip` or `ip:port`, repeatable); default:
+    /// /etc/resolv.conf's, as the agent does.
+    #[arg(long = "dns-server")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Kubernetes mode: a kubeconfig file; default: in-cluster config (or `$KUBECONFIG`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: the agent's trusted namespaces (as for `run`).
+    #[arg(
+        long = "trusted-namespace",
+        env = "EGRESS_TRUSTED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub trusted_namespaces: Vec<String>,
+    /// The host's cgroup2 hierarchy; default: found in /proc/self/mountinfo.
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Pin directory.
+    #[command(flatten)]
+    pub pins: PinArgs,
 }
 
 /// Where the pinned objects live.

@@ -18,6 +18,7 @@ pub mod config;
 pub mod datapath;
 pub mod dns;
 pub mod engine;
+pub mod explain;
 pub mod file;
 pub mod health;
 pub mod inspect;

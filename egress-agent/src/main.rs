@@ -11,7 +11,7 @@ use egress_agent::{
     bpffs::PinDir,
     cli,
     cli::{Cli, Command, LogFormat},
-    datapath, inspect, k8s, run, status,
+    datapath, explain, inspect, k8s, run, status,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +57,16 @@ fn main() -> anyhow::Result<()> {
                 )?;
             }
             Ok(())
+        }
+        Command::Explain(args) => {
+            let text = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?
+                .block_on(explain::run(*args))?;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to stdout")
         }
         Command::Crd => std::io::stdout()
             .write_all(k8s::crd::crd_yaml().as_bytes())

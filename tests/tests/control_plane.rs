@@ -148,6 +148,71 @@ fn a_tenant_can_neither_escape_nor_steer() {
         !cgroup_ids(&agent).contains(&(tenant_pod.pod.id(), "exempt".into())),
         "and not exempt"
     );
+    explain_names_the_reasons(&api, &agent, &node, &dns, &web);
+}
+
+/// `explain` on the tenant's pod says which policies redirect it and why, and where a
+/// connection to web.test goes.
+fn explain_names_the_reasons(
+    api: &FakeApi,
+    agent: &Agent,
+    node: &Node,
+    dns: &DnsServer,
+    web: &Server,
+) {
+    let output = agent.cli(&[
+        "explain",
+        "tenant/tenant-app",
+        &format!("web.test:{}", web.port()),
+        "--kubeconfig",
+        &api.kubeconfig().display().to_string(),
+        "--trusted-namespace",
+        "gw",
+        "--cgroup-root",
+        &node.root.path().display().to_string(),
+        "--dns-server",
+        &dns.addr(),
+        "-o",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let explanation: Value = serde_json::from_slice(&output.stdout).expect("explain json");
+    let policy = |name: &str| {
+        explanation["policies"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["policy"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} in {explanation:#}"))
+    };
+    let platform = policy("gw/platform");
+    assert_eq!(platform["selects"], true, "{platform}");
+    assert!(
+        platform["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("namespace tenant is labelled"))
+    );
+    let escape = policy("tenant/escape");
+    assert_eq!(escape["selects"], false);
+    assert!(
+        escape["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("exempt: the pod is an endpoint")),
+        "{escape}"
+    );
+    let wide = policy("tenant/wide");
+    assert_eq!(
+        (wide["accepted"].clone(), wide["selects"].clone()),
+        (json!(false), json!(false))
+    );
+    assert_eq!(explanation["cgroup"]["mode"], "selected");
+    let verdict = explanation["host"]["verdict"].as_str().unwrap_or_default();
+    assert!(
+        verdict.contains("127.0.0.3") && verdict.contains("gw/platform"),
+        "{explanation:#}"
+    );
 }
 
 /// A tenant policy asking for other namespaces outright is not accepted, with an Event that

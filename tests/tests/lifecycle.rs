@@ -297,3 +297,124 @@ fn maps_cli_prints_kubectl_style_tables() {
     let json = agent.maps_json("cgroups").expect("cgroups json");
     assert_eq!(json["cgroups"][0]["id"], world.selected.id());
 }
+
+#[test]
+fn explain_says_what_a_cgroup_does_with_a_host() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let world = World::new();
+    let agent = world.start_web_agent();
+    let inner = world.selected.child("inner");
+    let explain = |cgroup: &std::path::Path, host: &str| -> serde_json::Value {
+        let cgroup = cgroup.display().to_string();
+        let output = agent.cli(&["explain", "--cgroup", &cgroup, host, "-o", "json"]);
+        assert!(
+            output.status.success(),
+            "explain: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("explain json")
+    };
+    let direct = world.direct_addr();
+    let selected = explain(inner.path(), &direct);
+    assert_eq!(selected["cgroup"]["mode"], "selected", "{selected:#}");
+    assert!(
+        selected["cgroup"]["entry"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("/selected")),
+        "the ancestor's entry applies: {selected:#}"
+    );
+    assert_eq!(selected["cgroup"]["rules"], serde_json::json!(["web"]));
+    let verdict = selected["host"]["verdict"].as_str().unwrap_or_default();
+    assert!(
+        verdict.contains(&format!("127.0.0.3:{}", world.gateway.port()))
+            && verdict.contains("rule web"),
+        "{verdict}"
+    );
+    let other_port = explain(inner.path(), "127.0.0.2:1");
+    assert!(
+        other_port["host"]["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("routed only on")),
+        "{other_port:#}"
+    );
+    let unselected = explain(world.unselected.path(), &direct);
+    assert_eq!(unselected["cgroup"]["mode"], "none");
+    assert!(
+        unselected["host"]["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("not selected")),
+        "{unselected:#}"
+    );
+    let text = agent.cli(&[
+        "explain",
+        "--cgroup",
+        &inner.path().display().to_string(),
+        &direct,
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("verdict:") && text.contains("DESTINATION"),
+        "{text}"
+    );
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_what_the_datapath_did() {
+    use std::io::{Read as _, Write as _};
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let world = World::new();
+    let agent = world.start_web_agent();
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
+    let (code, classic) = agent.admin_get("/metrics");
+    assert_eq!(code, 200);
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (package prometheus)");
+    std::io::Write::write_all(
+        &mut promtool.stdin.take().expect("stdin"),
+        classic.as_bytes(),
+    )
+    .expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{classic}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        classic.lines().any(
+            |l| l.starts_with("egress_agent_redirected_total{rule=\"web\"") && l.ends_with(" 1")
+        ),
+        "one redirect counted for rule web:\n{classic}"
+    );
+    assert!(
+        classic.contains("egress_agent_routes{source=\"static\"} 1"),
+        "{classic}"
+    );
+    // Prometheus itself asks for OpenMetrics.
+    let mut stream = std::net::TcpStream::connect(agent.admin_addr).expect("connect");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(
+        response.contains("application/openmetrics-text") && response.trim_end().ends_with("# EOF"),
+        "{response}"
+    );
+    assert_eq!(agent.admin_get("/live").0, 200);
+}

@@ -154,7 +154,8 @@ fn routes_table(rows: &[RouteRow]) -> String {
     )
 }
 
-fn to_json(value: &serde_json::Value) -> String {
+/// Pretty JSON with a final newline.
+pub fn to_json(value: &impl serde::Serialize) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     text

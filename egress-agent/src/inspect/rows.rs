@@ -220,6 +220,76 @@ impl Snapshot {
         }
     }
 
+    /// The rows of one class for some addresses: their exact entries, the prefixes holding
+    /// them, and what `scope` learned for them.
+    pub fn routes_to(&self, class: u32, addresses: &[IpAddr], scope: Option<u64>) -> Vec<RouteRow> {
+        let now = clock::monotonic_ns();
+        let mut rows = Vec::new();
+        let mut push = |destination: String, entry: &AddrEntry, learned_by: Option<u64>| {
+            for (key, target) in self.targets_of(entry.set).filter(|(k, _)| k.class == class) {
+                rows.push(self.row(destination.clone(), entry, learned_by, key, target, now));
+            }
+        };
+        for addr in addresses {
+            if let Some(entry) = self.addresses.get(addr) {
+                push(IpNet::from(*addr).to_string(), entry, None);
+            }
+            for (net, set) in self.cidrs.iter().filter(|(net, _)| net.contains(addr)) {
+                let entry = AddrEntry {
+                    set: *set,
+                    source: Source::Static,
+                    expires_ns: 0,
+                };
+                push(net.to_string(), &entry, None);
+            }
+            if let Some(scope) = scope
+                && let Some(entry) = self.learned.get(&(scope, *addr))
+            {
+                push(IpNet::from(*addr).to_string(), entry, Some(scope));
+            }
+        }
+        rows
+    }
+
+    /// The rule names of a class.
+    pub fn rules_of_class(&self, class: u32) -> Vec<String> {
+        let ids: std::collections::BTreeSet<u32> = self
+            .targets
+            .iter()
+            .filter(|(key, _)| key.class == class)
+            .map(|(_, target)| target.rule)
+            .collect();
+        ids.iter()
+            .map(|id| {
+                self.rules
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{id}"))
+            })
+            .collect()
+    }
+
+    /// What a scope learned: (address, hostname pattern, seconds to expiry).
+    pub fn learned_by(&self, scope: u64) -> Vec<(IpAddr, Option<String>, f64)> {
+        let now = clock::monotonic_ns();
+        self.learned
+            .iter()
+            .filter(|((s, _), _)| *s == scope)
+            .map(|((_, addr), entry)| {
+                (
+                    *addr,
+                    self.sets.get(&entry.set).cloned(),
+                    clock::secs_until(entry.expires_ns, now),
+                )
+            })
+            .collect()
+    }
+
+    /// The cgroup entry, if any.
+    pub fn entry(&self, id: u64) -> Option<Entry> {
+        self.cgroups.get(&id).copied().flatten()
+    }
+
     /// Cgroup rows.
     pub fn cgroups(&self) -> Vec<CgroupRow> {
         self.cgroups

@@ -219,36 +219,101 @@ impl Index {
     /// Pods on this node a policy selects: in its own namespace, or (from a trusted namespace)
     /// in the namespaces its `namespaceSelector` matches.
     fn selected_by(&self, policy: &PolicyInfo) -> BTreeSet<PodRef> {
-        let spec = &policy.spec;
-        let trusted = self.settings.trusted_namespaces.contains(&policy.namespace);
-        let no_labels = BTreeMap::new();
         self.pods
             .values()
-            .filter(|pod| !pod.finished)
-            .filter(|pod| trusted || pod.namespace == policy.namespace)
-            .filter(|pod| {
-                let namespace_labels = self
-                    .namespaces
-                    .get(&(String::new(), pod.namespace.clone()))
-                    .map_or(&no_labels, |n| &n.labels);
-                let namespace_ok = spec
-                    .namespace_selector
-                    .as_ref()
-                    .is_none_or(|sel| selector::matches(sel, namespace_labels));
-                let pod_ok = match &spec.workload_selector {
-                    Some(sel) => selector::matches(sel, &pod.labels),
-                    None => match pod.labels.get(REDIRECT_LABEL).map(String::as_str) {
-                        Some("true") => true,
-                        Some("false") => false,
-                        _ => namespace_labels
-                            .get(REDIRECT_LABEL)
-                            .is_some_and(|v| v == "true"),
-                    },
-                };
-                namespace_ok && pod_ok
-            })
+            .filter(|pod| self.selection(policy, pod).selected)
             .map(pod_ref)
             .collect()
+    }
+
+    /// Whether `policy`'s selectors take `pod`, and why (for `explain`). Exemption as a gateway
+    /// endpoint and acceptance are judged separately.
+    pub fn selection(&self, policy: &PolicyInfo, pod: &PodInfo) -> Selection {
+        let spec = &policy.spec;
+        let no_labels = BTreeMap::new();
+        let namespace_labels = self
+            .namespaces
+            .get(&(String::new(), pod.namespace.clone()))
+            .map_or(&no_labels, |n| &n.labels);
+        if pod.finished {
+            return Selection::no("the pod has finished");
+        }
+        if pod.namespace != policy.namespace
+            && !self.settings.trusted_namespaces.contains(&policy.namespace)
+        {
+            return Selection::no(&format!(
+                "the policy's namespace {} is not trusted to select pods in other namespaces",
+                policy.namespace
+            ));
+        }
+        if let Some(selector) = &spec.namespace_selector
+            && !selector::matches(selector, namespace_labels)
+        {
+            return Selection::no(&format!(
+                "namespaceSelector does not match namespace {}'s labels",
+                pod.namespace
+            ));
+        }
+        match &spec.workload_selector {
+            Some(selector) if selector::matches(selector, &pod.labels) => {
+                Selection::yes("workloadSelector matches the pod's labels")
+            }
+            Some(_) => Selection::no("workloadSelector does not match the pod's labels"),
+            None => match pod.labels.get(REDIRECT_LABEL).map(String::as_str) {
+                Some("true") => {
+                    Selection::yes(&format!("the pod is labelled {REDIRECT_LABEL}=true"))
+                }
+                Some("false") => Selection::no(&format!(
+                    "opted out: the pod is labelled {REDIRECT_LABEL}=false"
+                )),
+                _ if namespace_labels
+                    .get(REDIRECT_LABEL)
+                    .is_some_and(|v| v == "true") =>
+                {
+                    Selection::yes(&format!(
+                        "namespace {} is labelled {REDIRECT_LABEL}=true",
+                        pod.namespace
+                    ))
+                }
+                _ => Selection::no(&format!(
+                    "neither the pod nor namespace {} is labelled {REDIRECT_LABEL}=true",
+                    pod.namespace
+                )),
+            },
+        }
+    }
+
+    /// The gateway Service whose endpoints exempt pods from `policy`, and whether `pod` is one.
+    pub fn exempting_service(&self, policy: &PolicyInfo, pod: &PodInfo) -> Option<ObjectKey> {
+        let service = self.evaluate(policy).service?;
+        self.backends(&service)
+            .contains(&pod_ref(pod))
+            .then_some(service)
+    }
+}
+
+/// A policy's selectors' verdict on a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// Whether it is selected.
+    pub selected: bool,
+    /// Why, in words.
+    pub why: String,
+}
+
+impl Selection {
+    fn yes(why: &str) -> Self {
+        Self {
+            selected: true,
+            why: why.to_owned(),
+        }
+    }
+
+    fn no(why: &str) -> Self {
+        Self {
+            selected: false,
+            why: why.to_owned(),
+        }
     }
 }
 

@@ -233,7 +233,8 @@ impl KubernetesSource {
     }
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+/// A client from a kubeconfig file, else the in-cluster config (or `$KUBECONFIG`).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
     let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)

@@ -164,6 +164,33 @@ pub fn render(datapath: Option<Datapath>) -> String {
     out
 }
 
+/// The same exposition in the classic Prometheus text format (0.0.4), for scrapers and tools
+/// that do not ask for `OpenMetrics` (`promtool check metrics`, curl): a counter's `HELP`
+/// and `TYPE` name its `_total` samples, and `UNIT` and `EOF` lines go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 #[path = "mod_tests.rs"]
 mod tests;

@@ -23,3 +23,16 @@ fn the_exposition_is_openmetrics_with_every_family() {
         assert!(text.contains(needle), "{needle} in\n{text}");
     }
 }
+
+#[test]
+fn the_classic_text_names_counters_by_their_samples() {
+    let open = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total 3\n\
+                # HELP x_seconds Time.\n# TYPE x_seconds histogram\n# UNIT x_seconds seconds\n\
+                x_seconds_sum 1\n# EOF\n";
+    let classic = to_prometheus_text(open);
+    assert_eq!(
+        classic,
+        "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total 3\n\
+         # HELP x_seconds Time.\n# TYPE x_seconds histogram\nx_seconds_sum 1\n"
+    );
+}
