@@ -145,6 +145,21 @@ impl PinDir {
     }
 }
 
+/// `egress-agent mount-bpffs`: mounts bpffs at `at` unless a bpffs is there already (no
+/// stacking); returns whether it mounted. The DaemonSet's init container runs this, so the
+/// agent itself needs no `CAP_SYS_ADMIN`.
+pub fn ensure_mounted(at: &Path) -> Result<bool, BpffsError> {
+    if on_bpffs(at) && at.exists() {
+        return Ok(false);
+    }
+    mount_bpffs(at).map_err(|source| BpffsError::Mount {
+        path: at.to_owned(),
+        mount: at.to_owned(),
+        source,
+    })?;
+    Ok(true)
+}
+
 /// Creates `dir` (and parents) with mode 0700.
 pub fn create_private_dir(dir: &Path) -> Result<(), BpffsError> {
     let io = |source| BpffsError::Io {

@@ -35,6 +35,13 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Print the `EgressRedirectPolicy` CustomResourceDefinition (YAML).
     Crd,
+    /// Mount bpffs at /sys/fs/bpf unless it is mounted already (the DaemonSet's init
+    /// container; needs `CAP_SYS_ADMIN`).
+    MountBpffs {
+        /// Where.
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        at: PathBuf,
+    },
     /// Check that this kernel runs the datapath: load every program (nothing is attached or
     /// pinned) and report what the verifier said.
     Preflight,
@@ -205,6 +212,17 @@ pub enum LogFormat {
 }
 
 pub use crate::config::parse_duration;
+
+/// A namespace list from repeated flags or a comma-separated environment variable, spaces
+/// around names ignored.
+pub fn namespaces(values: &[String]) -> std::collections::BTreeSet<String> {
+    values
+        .iter()
+        .map(|ns| ns.trim())
+        .filter(|ns| !ns.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 #[cfg(test)]
 #[path = "cli_tests.rs"]

@@ -68,6 +68,15 @@ fn main() -> anyhow::Result<()> {
                 .write_all(text.as_bytes())
                 .context("writing to stdout")
         }
+        Command::MountBpffs { at } => {
+            let mounted = egress_agent::bpffs::ensure_mounted(&at)?;
+            let what = if mounted {
+                "mounted bpffs at"
+            } else {
+                "bpffs already mounted at"
+            };
+            writeln!(std::io::stdout(), "{what} {}", at.display()).context("writing to stdout")
+        }
         Command::Crd => std::io::stdout()
             .write_all(k8s::crd::crd_yaml().as_bytes())
             .context("writing to stdout"),

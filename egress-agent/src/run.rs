@@ -84,11 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             kubeconfig: args.kubeconfig,
             dns_servers: args.dns_servers,
             resync_interval: args.resync_interval,
-            trusted_namespaces: args
-                .trusted_namespaces
-                .into_iter()
-                .filter(|ns| !ns.is_empty())
-                .collect(),
+            trusted_namespaces: crate::cli::namespaces(&args.trusted_namespaces),
             cluster_dns,
             node_local_dns: args.node_local_dns,
             lease_namespace: args.lease_namespace,

@@ -40,6 +40,8 @@ pub struct Agent {
     pub admin_addr: std::net::SocketAddr,
     /// Kubernetes mode: no config file.
     kubernetes: bool,
+    /// Run with only these capabilities (`setpriv` names: `bpf,net_admin`), as the DaemonSet.
+    capabilities: Option<String>,
 }
 
 impl Agent {
@@ -51,6 +53,15 @@ impl Agent {
     /// As [`Agent::start`], with extra `run` arguments.
     pub fn start_with(config: &str, extra_args: &[&str]) -> Self {
         let mut agent = Self::prepare(extra_args, false);
+        agent.write_config(config);
+        agent.spawn();
+        agent
+    }
+
+    /// As [`Agent::start`], with only `capabilities` (comma-separated, `setpriv` names).
+    pub fn start_with_capabilities(config: &str, capabilities: &str) -> Self {
+        let mut agent = Self::prepare(&[], false);
+        agent.capabilities = Some(capabilities.to_owned());
         agent.write_config(config);
         agent.spawn();
         agent
@@ -76,6 +87,7 @@ impl Agent {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             admin_addr: free_port(),
             kubernetes,
+            capabilities: None,
         }
     }
 
@@ -131,7 +143,20 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .unwrap_or_else(|err| panic!("open log: {err}"));
-        let mut command = Command::new(agent_bin());
+        let mut command = match &self.capabilities {
+            Some(caps) => {
+                let set = format!("-all,+{}", caps.replace(',', ",+"));
+                let mut command = Command::new("setpriv");
+                command
+                    .arg("--reuid=0")
+                    .arg(format!("--inh-caps={set}"))
+                    .arg(format!("--ambient-caps={set}"))
+                    .arg(format!("--bounding-set={set}"))
+                    .arg(agent_bin());
+                command
+            }
+            None => Command::new(agent_bin()),
+        };
         command.arg("run");
         if !self.kubernetes {
             command.arg("--config").arg(self.config_path());

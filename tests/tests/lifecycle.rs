@@ -418,3 +418,45 @@ fn metrics_pass_promtool_and_count_what_the_datapath_did() {
     );
     assert_eq!(agent.admin_get("/live").0, 200);
 }
+
+/// The DaemonSet's capabilities; `CAP_SYS_RESOURCE` (memlock) only matters below 5.11, where
+/// BPF memory was still charged to `RLIMIT_MEMLOCK`.
+fn daemonset_capabilities() -> &'static str {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version < (5, 11) {
+        "bpf,net_admin,perfmon,sys_resource"
+    } else {
+        "bpf,net_admin,perfmon"
+    }
+}
+
+#[test]
+fn the_daemonsets_capabilities_are_enough_to_attach_adopt_and_redirect() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let world = World::new();
+    let config = world.config(&world.web_rule());
+    let mut agent = Agent::start_with_capabilities(&config, daemonset_capabilities());
+    agent.wait_converged(2, 1);
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
+    agent.stop_with(libc::SIGTERM);
+    agent.spawn();
+    agent.wait_log(&format!("adopted={PROGRAMS} attached=0"));
+    assert_eq!(
+        attachments_at(world.root.path()).len(),
+        PROGRAMS,
+        "adopted without CAP_SYS_ADMIN: no second attachment"
+    );
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
+}

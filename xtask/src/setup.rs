@@ -7,7 +7,8 @@
 //! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq; the stub resolvers
 //!   of the learning tests (dig, musl, Go, c-ares, Node); for the kernel matrix
 //!   qemu-system-x86, busybox-static, kmod and udev;
-//! * from `PyPI`: kubernetes-validate (the manifests in `deploy/`) and virtme-ng (the matrix);
+//! * from `PyPI`: kubernetes-validate and cel-python (the manifests and admission policy in
+//!   `deploy/`) and virtme-ng (the matrix);
 //! * bpffs mounted at /sys/fs/bpf.
 //!
 //! Each step checks first and does nothing when already done.
@@ -178,11 +179,13 @@ fn bpffs() -> anyhow::Result<()> {
 }
 
 /// From `PyPI`: kubernetes-validate checks `deploy/` against the real Kubernetes schemas;
-/// virtme-ng (`vng`) boots the matrix's kernels.
+/// virtme-ng (`vng`) boots the matrix's kernels; cel-python runs the admission policy's CEL
+/// against example policies.
 fn python_packages() -> anyhow::Result<()> {
     for (check, package) in [
         ("import kubernetes_validate", "kubernetes-validate"),
         ("import virtme_ng", "virtme-ng"),
+        ("import celpy", "cel-python"),
     ] {
         if works("python3", &["-c", check]) {
             continue;

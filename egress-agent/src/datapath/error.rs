@@ -29,6 +29,15 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    /// A program could not be pinned beside its link.
+    #[error("cannot pin program {path}")]
+    PinProgram {
+        /// The pin path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: aya::pin::PinError,
+    },
     /// A new link could not be pinned.
     #[error("cannot pin link {path}")]
     PinLink {

@@ -24,7 +24,7 @@ use aya::{
 use egress_common::{maps as defs, programs};
 use tracing::{debug, info, warn};
 
-use super::{DatapathError, OBJECT, detach};
+use super::{DatapathError, OBJECT, sys};
 use crate::{
     bpffs::{PinDir, create_private_dir},
     cgroupfs,
@@ -213,6 +213,15 @@ impl Loaded {
                 adopted += 1;
                 continue;
             }
+            // The program first, so that a pinned link always has its program's pin beside it.
+            let program_pin = program_pin(&pin);
+            remove_if_present(&program_pin)?;
+            program
+                .pin(&program_pin)
+                .map_err(|source| DatapathError::PinProgram {
+                    path: program_pin.clone(),
+                    source,
+                })?;
             let link = attach_program(name, program, &cgroup_file)?;
             let staged = link_dir.join(format!("{name}_new"));
             remove_if_present(&staged)?;
@@ -287,15 +296,23 @@ pub fn uninstall(pins: &PinDir) -> Result<usize, DatapathError> {
     Ok(removed)
 }
 
-/// The program id, tag and map ids behind a pinned link.
+/// The pin of the program behind the link pinned at `link`.
+fn program_pin(link: &Path) -> std::path::PathBuf {
+    let mut name = link.file_name().unwrap_or_default().to_owned();
+    name.push(PROGRAM_PIN_SUFFIX);
+    link.with_file_name(name)
+}
+
+/// Programs are pinned next to their links, `<name>_prog` (bpffs names cannot hold a `.`).
+const PROGRAM_PIN_SUFFIX: &str = "_prog";
+
+/// The program id, tag and map ids behind a pinned link: from the program pinned beside it,
+/// when that is the link's program (no `CAP_SYS_ADMIN` needed to read them).
 fn pinned_program(pin: &Path) -> Option<(u32, u64, Vec<u32>)> {
     let link: FdLink = PinnedLink::from_pin(pin).ok()?.into();
     let program_id = link.info().ok()?.program_id();
-    let info = aya::programs::loaded_programs()
-        .flatten()
-        .find(|info| info.id() == program_id)?;
-    let maps = info.map_ids().ok().flatten().unwrap_or_default();
-    Some((program_id, info.tag(), maps))
+    let program = sys::pinned_program(&program_pin(pin))?;
+    (program.id == program_id).then_some((program.id, program.tag, program.map_ids))
 }
 
 /// The kernel ids of this layout's maps pinned under `pins`.
@@ -325,9 +342,15 @@ fn remove_other_attachments(pins: &PinDir, keep: u64) -> Result<usize, DatapathE
         let path = dir.path();
         if let Ok(links) = std::fs::read_dir(&path) {
             for link in links.flatten() {
-                detach::detach_pinned(&link.path());
+                let is_program = link
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.ends_with(PROGRAM_PIN_SUFFIX));
+                if !is_program {
+                    sys::detach_pinned(&link.path());
+                    removed += 1;
+                }
                 remove_if_present(&link.path())?;
-                removed += 1;
             }
         }
         std::fs::remove_dir(&path).map_err(|source| DatapathError::Link { path, source })?;

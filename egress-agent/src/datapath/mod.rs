@@ -2,11 +2,11 @@
 //! and carrying state over from older map layouts.
 
 mod codec;
-mod detach;
 mod error;
 mod loader;
 mod maps;
 mod migrate;
+mod sys;
 
 pub use error::DatapathError;
 pub use loader::{Attachment, Loaded, attachments, load, preflight, uninstall};

@@ -50,12 +50,7 @@ pub async fn run(args: crate::cli::ExplainArgs) -> anyhow::Result<String> {
         (None, Some(pod)) => {
             let client = crate::k8s::source::client(args.kubeconfig.as_deref()).await?;
             let settings = crate::k8s::index::IndexSettings {
-                trusted_namespaces: args
-                    .trusted_namespaces
-                    .iter()
-                    .filter(|ns| !ns.is_empty())
-                    .cloned()
-                    .collect(),
+                trusted_namespaces: crate::cli::namespaces(&args.trusted_namespaces),
                 cluster_dns: None,
             };
             let (pins, hierarchy, host) = (&pins, &hierarchy, host.as_ref());

@@ -1,0 +1,118 @@
+//! The few `bpf()` commands aya 0.14 does not offer in the form the loader needs, as raw
+//! syscalls. Each needs only `CAP_BPF` (none on recent kernels for pins the caller can open):
+//!
+//! * `BPF_LINK_DETACH` (5.9+): takes a pinned link's program off its cgroup now. Unpinning
+//!   alone drops the pin's reference, but bpffs frees the inode from an RCU callback, so on 5.10
+//!   the program stays on the cgroup for an unbounded moment after `unlink`.
+//! * `BPF_OBJ_GET_INFO_BY_FD` on a pinned program, with its map ids: aya reopens a program by
+//!   id to list its maps (`BPF_PROG_GET_FD_BY_ID`), which needs `CAP_SYS_ADMIN`.
+
+use std::{
+    ffi::CString,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+use tracing::debug;
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_DETACH: libc::c_long = 34;
+/// Map ids read per program (ours use 15).
+const MAX_MAP_IDS: usize = 64;
+
+/// A pinned program's identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ProgramIdentity {
+    /// The kernel's id.
+    pub id: u32,
+    /// The tag (a hash of the instructions), read big-endian as aya does.
+    pub tag: u64,
+    /// The ids of the maps it uses.
+    pub map_ids: Vec<u32>,
+}
+
+/// Detaches the link pinned at `pin`, if there is one. Failure is not an error: the caller
+/// unpins next, which detaches eventually.
+pub(super) fn detach_pinned(pin: &Path) {
+    let Some(link) = open_pinned(pin) else {
+        return;
+    };
+    if let Err(error) = bpf(BPF_LINK_DETACH, &mut [raw(&link), 0]) {
+        debug!(pin = %pin.display(), %error, "link detach failed; unpinning instead");
+    }
+}
+
+/// The identity of the program pinned at `pin`.
+pub(super) fn pinned_program(pin: &Path) -> Option<ProgramIdentity> {
+    let program = open_pinned(pin)?;
+    let mut map_ids = [0_u32; MAX_MAP_IDS];
+    // `struct bpf_prog_info` up to and including `map_ids` (64 bytes): type, id, tag[8],
+    // jited/xlated lengths and pointers, load_time, created_by_uid, nr_map_ids, map_ids.
+    let mut info = [0_u32; 16];
+    info[13] = u32::try_from(MAX_MAP_IDS).ok()?;
+    let pointer = map_ids.as_mut_ptr() as u64;
+    (info[14], info[15]) = split(pointer);
+    let info_pointer = info.as_mut_ptr() as u64;
+    let (low, high) = split(info_pointer);
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        &mut [
+            raw(&program),
+            u32::try_from(size_of_val(&info)).ok()?,
+            low,
+            high,
+        ],
+    )
+    .ok()?;
+    let count = usize::try_from(info[13]).ok()?.min(MAX_MAP_IDS);
+    // Big-endian, as aya reads it (`ProgramInfo::tag`), so the two compare.
+    let tag = u64::from_be_bytes(
+        [info[2].to_ne_bytes(), info[3].to_ne_bytes()]
+            .concat()
+            .try_into()
+            .ok()?,
+    );
+    Some(ProgramIdentity {
+        id: info[1],
+        tag,
+        map_ids: map_ids[..count].to_vec(),
+    })
+}
+
+/// `BPF_OBJ_GET`: a new fd for the object pinned at `pin`.
+fn open_pinned(pin: &Path) -> Option<OwnedFd> {
+    let path = CString::new(pin.as_os_str().as_bytes()).ok()?;
+    // `union bpf_attr` for OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32).
+    let (low, high) = split(path.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut [low, high, 0, 0]).ok()?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).ok()?) })
+}
+
+/// A u64 as the two u32 halves of its in-memory (little-endian) layout.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "splitting a u64 into two u32 halves"
+)]
+const fn split(value: u64) -> (u32, u32) {
+    (value as u32, (value >> 32) as u32)
+}
+
+fn raw(fd: &OwnedFd) -> u32 {
+    u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
+}
+
+fn bpf(command: libc::c_long, attr: &mut [u32]) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid `union bpf_attr` prefix of the size passed, and any pointers
+    // in it point at live buffers of the sizes given; the kernel writes only into those.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, command, attr.as_mut_ptr(), size_of_val(attr)) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
