@@ -47,6 +47,9 @@ pub const ABI_VERSION: u32 = 2;
 pub mod programs {
     /// `cgroup/sock_create`: records a selected creator's decision on its new socket.
     pub const SOCK_CREATE: &str = "sock_create";
+    /// `cgroup/setsockopt`: notes `IPV6_V6ONLY` on a selected socket (it cannot reach an
+    /// IPv4 gateway through a mapped address).
+    pub const SETSOCKOPT: &str = "setsockopt";
     /// `cgroup/skb` egress: remembers the DNS queries selected sockets send.
     pub const DNS_EGRESS: &str = "dns_egress";
     /// `cgroup/skb` ingress: learns addresses from the answers to those queries.
@@ -70,8 +73,9 @@ pub mod programs {
     /// Every program the agent attaches, in the order it attaches them: the `sock_addr` hooks
     /// last, so that by the time connections are redirected, sockets record their decisions
     /// and DNS answers are learned.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SOCK_CREATE,
+        SETSOCKOPT,
         DNS_EGRESS,
         DNS_INGRESS,
         "recvmsg4",
@@ -138,6 +142,8 @@ pub mod socket_flags {
     pub const DNS: u32 = 1 << 1;
     /// `class` and `scope` hold a decision.
     pub const DECIDED: u32 = 1 << 2;
+    /// An IPv6 socket set `IPV6_V6ONLY`: it reaches no IPv4 address, mapped or not.
+    pub const V6ONLY: u32 = 1 << 3;
 }
 
 /// Flags in [`Config::flags`].

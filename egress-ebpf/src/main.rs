@@ -31,8 +31,8 @@ mod select;
 mod socket;
 
 use aya_ebpf::{
-    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
-    programs::{SkBuffContext, SockAddrContext, SockContext},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
+    programs::{SkBuffContext, SockAddrContext, SockContext, SockoptContext},
 };
 
 /// Let the syscall proceed (with whatever address the hook wrote).
@@ -44,6 +44,12 @@ pub(crate) const DENY: i32 = 0;
 #[cgroup_sock(sock_create)]
 fn sock_create(ctx: SockContext) -> i32 {
     socket::try_sock_create(&ctx).unwrap_or(ALLOW)
+}
+
+/// `setsockopt()`: notes `IPV6_V6ONLY` on selected sockets; never changes the call.
+#[cgroup_sockopt(setsockopt)]
+fn setsockopt(ctx: SockoptContext) -> i32 {
+    socket::try_setsockopt(&ctx).unwrap_or(ALLOW)
 }
 
 /// `connect()` on an IPv4 socket (TCP and connected UDP).

@@ -96,7 +96,10 @@ fn decide(
     let Some(target) = find(&decision, &dest, proto, port_be) else {
         return Verdict::Pass;
     };
-    let verdict = verdict(&target, v4_socket, &dest);
+    let v6only = state
+        .as_deref()
+        .is_some_and(|s| s.flags & socket_flags::V6ONLY != 0);
+    let verdict = verdict(&target, v4_socket, v6only, &dest);
     let Verdict::Rewrite(gateway, gateway_port_be, counter) = verdict else {
         return verdict;
     };
@@ -166,7 +169,7 @@ fn find(decision: &Decision, dest: &[u8; 16], proto: u8, port_be: u16) -> Option
 
 /// What a target means for a socket of one family.
 #[inline(always)]
-fn verdict(target: &Target, v4_socket: bool, dest: &[u8; 16]) -> Verdict {
+fn verdict(target: &Target, v4_socket: bool, v6only: bool, dest: &[u8; 16]) -> Verdict {
     if target.flags & target_flags::REFUSE != 0 {
         count(stat::REFUSED);
         if target.flags & target_flags::QUIC != 0 {
@@ -188,9 +191,9 @@ fn verdict(target: &Target, v4_socket: bool, dest: &[u8; 16]) -> Verdict {
     } else if target.has_v6() {
         Some(target.gateway6)
     } else {
-        // An IPv6 socket reaches an IPv4 gateway through its mapped address, unless it is
-        // IPV6_V6ONLY, in which case connect() fails: refused either way, never direct.
-        target.has_v4().then_some(v4)
+        // A dual-stack IPv6 socket reaches an IPv4 gateway through its mapped address; an
+        // IPV6_V6ONLY one cannot (the setsockopt hook noted it): refused, never direct.
+        (target.has_v4() && !v6only).then_some(v4)
     };
     if let Some(gateway) = gateway {
         return Verdict::Rewrite(gateway, target.gateway_port_be, target.counter);

@@ -58,6 +58,13 @@ impl Agent {
         agent
     }
 
+    /// An agent with `config` written but not started (fixtures first, then [`Agent::spawn`]).
+    pub fn unstarted(config: &str) -> Self {
+        let agent = Self::prepare(&[], false);
+        agent.write_config(config);
+        agent
+    }
+
     /// As [`Agent::start`], with only `capabilities` (comma-separated, `setpriv` names).
     pub fn start_with_capabilities(config: &str, capabilities: &str) -> Self {
         let mut agent = Self::prepare(&[], false);

@@ -98,10 +98,11 @@ impl Drop for TestCgroup {
 }
 
 /// The attach types of the agent's programs (`enum bpf_attach_type`).
-pub const AGENT_ATTACH_TYPES: [u32; 11] = [
+pub const AGENT_ATTACH_TYPES: [u32; 12] = [
     0,  // BPF_CGROUP_INET_INGRESS
     1,  // BPF_CGROUP_INET_EGRESS
     2,  // BPF_CGROUP_INET_SOCK_CREATE
+    22, // BPF_CGROUP_SETSOCKOPT
     10, // BPF_CGROUP_INET4_CONNECT
     11, // BPF_CGROUP_INET6_CONNECT
     14, // BPF_CGROUP_UDP4_SENDMSG

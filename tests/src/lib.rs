@@ -9,6 +9,7 @@
 //! `EGRESS_SKIP_KERNEL_TESTS=1` is set by hand.
 
 pub mod agent;
+pub mod bpf;
 pub mod cgroup;
 pub mod cluster;
 pub mod dns;

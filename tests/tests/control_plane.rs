@@ -232,11 +232,16 @@ fn assert_cross_namespace_policy_refused(api: &FakeApi, port: u16, gateway_port:
         condition(api, "tenant", "wide", "Accepted")
             .is_some_and(|c| c["status"] == "False" && c["reason"] == "NamespaceNotTrusted")
     });
+    wait("an Event on the wide policy", || {
+        api.events()
+            .iter()
+            .any(|e| e["reason"] == "NamespaceNotTrusted")
+    });
     let event = api
         .events()
         .into_iter()
         .find(|e| e["reason"] == "NamespaceNotTrusted")
-        .expect("an Event on the wide policy");
+        .expect("the Event");
     let stored = api.get(POLICIES, "tenant", "wide");
     assert_eq!(
         event["regarding"]["uid"], stored["metadata"]["uid"],

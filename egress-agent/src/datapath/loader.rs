@@ -127,6 +127,7 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
             Program::CgroupSockAddr(program) => program.load(),
             Program::CgroupSock(program) => program.load(),
             Program::CgroupSkb(program) => program.load(),
+            Program::CgroupSockopt(program) => program.load(),
             _ => Err(aya::programs::ProgramError::UnexpectedProgramType),
         }
         .map_err(&error)?;
@@ -178,6 +179,34 @@ fn attach_program(
     }
 }
 
+/// Attaches `program` at `cgroup` and pins its link at `pin`.
+fn attach_and_pin(
+    name: &'static str,
+    program: &mut Program,
+    cgroup: &File,
+    pin: &Path,
+) -> Result<(), DatapathError> {
+    if let Program::CgroupSockopt(sockopt) = program {
+        let program_fd = sockopt.fd().map_err(program_error(name))?;
+        return sys::link_and_pin(
+            std::os::fd::AsFd::as_fd(program_fd),
+            std::os::fd::AsFd::as_fd(cgroup),
+            sys::CGROUP_SETSOCKOPT,
+            pin,
+        )
+        .map_err(|source| DatapathError::Link {
+            path: pin.to_owned(),
+            source,
+        });
+    }
+    let link = attach_program(name, program, cgroup)?;
+    link.pin(pin).map_err(|source| DatapathError::PinLink {
+        path: pin.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
 impl Loaded {
     /// Makes sure every program is attached exactly once, at `cgroup`; then removes the links
     /// of other attach cgroups and the maps of other layout versions. What it did is logged.
@@ -222,13 +251,9 @@ impl Loaded {
                     path: program_pin.clone(),
                     source,
                 })?;
-            let link = attach_program(name, program, &cgroup_file)?;
             let staged = link_dir.join(format!("{name}_new"));
             remove_if_present(&staged)?;
-            link.pin(&staged).map_err(|source| DatapathError::PinLink {
-                path: staged.clone(),
-                source,
-            })?;
+            attach_and_pin(name, program, &cgroup_file, &staged)?;
             std::fs::rename(&staged, &pin).map_err(|source| DatapathError::Link {
                 path: pin.clone(),
                 source,

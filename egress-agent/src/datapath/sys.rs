@@ -6,11 +6,13 @@
 //!   the program stays on the cgroup for an unbounded moment after `unlink`.
 //! * `BPF_OBJ_GET_INFO_BY_FD` on a pinned program, with its map ids: aya reopens a program by
 //!   id to list its maps (`BPF_PROG_GET_FD_BY_ID`), which needs `CAP_SYS_ADMIN`.
+//! * `BPF_LINK_CREATE` and `BPF_OBJ_PIN` for the setsockopt hook: aya 0.14 cannot turn a
+//!   sockopt link into a pinnable one.
 
 use std::{
     ffi::CString,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::Path,
@@ -18,7 +20,11 @@ use std::{
 
 use tracing::debug;
 
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_CGROUP_SETSOCKOPT`.
+pub(super) const CGROUP_SETSOCKOPT: u32 = 22;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
 /// Map ids read per program (ours use 15).
@@ -81,6 +87,27 @@ pub(super) fn pinned_program(pin: &Path) -> Option<ProgramIdentity> {
         tag,
         map_ids: map_ids[..count].to_vec(),
     })
+}
+
+/// Attaches `program` to `cgroup` as `attach_type` with a link, and pins the link at `pin`.
+pub(super) fn link_and_pin(
+    program: BorrowedFd<'_>,
+    cgroup: BorrowedFd<'_>,
+    attach_type: u32,
+    pin: &Path,
+) -> std::io::Result<()> {
+    let fd = |fd: BorrowedFd<'_>| u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX);
+    // `union bpf_attr` for LINK_CREATE: prog_fd, target_fd, attach_type, flags.
+    let link = bpf(
+        BPF_LINK_CREATE,
+        &mut [fd(program), fd(cgroup), attach_type, 0, 0, 0, 0, 0],
+    )?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    let link = unsafe { OwnedFd::from_raw_fd(i32::try_from(link).map_err(std::io::Error::other)?) };
+    let path = CString::new(pin.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let (low, high) = split(path.as_ptr() as u64);
+    bpf(BPF_OBJ_PIN, &mut [low, high, raw(&link), 0])?;
+    Ok(())
 }
 
 /// `BPF_OBJ_GET`: a new fd for the object pinned at `pin`.

@@ -6,6 +6,11 @@
 //! egress-probe udp ADDR            sendto, recvfrom: report the reply and its source
 //! egress-probe udp-connected ADDR  connect, send, recv, report getpeername
 //! egress-probe crr ADDR COUNT      COUNT x (connect, read to EOF, close); report ns/connection
+//! egress-probe tcp-v6only ADDR     as tcp, from an IPV6_V6ONLY socket (no IPv4-mapped peers)
+//! egress-probe udp-hold ADDR       connect, exchange, wait for a line on stdin, exchange again
+//!                                  on the same socket: one JSON line per exchange
+//! egress-probe uring-connect ADDR  socket(), then connect through io_uring with IOSQE_ASYNC
+//!                                  (an io-wq worker runs it), read the greeting
 //! ```
 #![expect(clippy::print_stdout, reason = "the probe's output is its result")]
 
@@ -41,6 +46,9 @@ fn main() {
         "tcp" => tcp(addr),
         "udp" => udp(addr),
         "udp-connected" => udp_connected(addr),
+        "udp-hold" => udp_hold(addr),
+        "uring-connect" => uring_connect(addr),
+        "tcp-v6only" => tcp_v6only(addr),
         other => panic!("unknown mode {other}"),
     };
     let line = match result {
@@ -91,6 +99,148 @@ fn udp_connected(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
         String::from_utf8_lossy(&buf[..len]).into_owned(),
         socket.peer_addr()?,
     ))
+}
+
+/// A long-lived connected UDP socket, as c-ares keeps one: one exchange now, one more after
+/// the test writes a line to stdin.
+fn udp_hold(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    let socket = bind_for(addr)?;
+    socket.connect(addr)?;
+    let exchange = |payload: &[u8]| -> std::io::Result<(String, SocketAddr)> {
+        socket.send(payload)?;
+        let mut buf = [0; 512];
+        let len = socket.recv(&mut buf)?;
+        Ok((
+            String::from_utf8_lossy(&buf[..len]).into_owned(),
+            socket.peer_addr()?,
+        ))
+    };
+    let (reply, peer) = exchange(b"first")?;
+    println!(
+        "{}",
+        serde_json::json!({"ok": true, "reply": reply, "peer": peer.to_string()})
+    );
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    exchange(b"second")
+}
+
+/// A TCP connect from an `IPV6_V6ONLY` socket.
+fn tcp_v6only(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: a valid option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&raw const one).cast(),
+            libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: a valid address of the length passed.
+    if unsafe { libc::connect(fd, (&raw const storage).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stream = stream;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let peer = stream.peer_addr()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok((reply, peer))
+}
+
+/// `IORING_OP_CONNECT` with `IOSQE_ASYNC`: the connect runs in an io-wq worker, which on
+/// 5.10/5.11 is a kernel thread outside the task's cgroup.
+fn uring_connect(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let (storage, len) = sockaddr(addr);
+    let mut ring = io_uring::IoUring::new(4)?;
+    let connect = io_uring::opcode::Connect::new(
+        io_uring::types::Fd(stream.as_raw_fd()),
+        (&raw const storage).cast(),
+        len,
+    )
+    .build()
+    .flags(io_uring::squeue::Flags::ASYNC);
+    // SAFETY: `storage` outlives the submission, which completes before it is dropped.
+    unsafe { ring.submission().push(&connect) }
+        .map_err(|_| std::io::Error::other("submission queue full"))?;
+    ring.submit_and_wait(1)?;
+    let result = ring
+        .completion()
+        .next()
+        .ok_or_else(|| std::io::Error::other("no completion"))?
+        .result();
+    if result < 0 {
+        return Err(std::io::Error::from_raw_os_error(-result));
+    }
+    let mut stream = stream;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let peer = stream.peer_addr()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok((reply, peer))
+}
+
+/// `addr` as a `sockaddr_storage` and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, libc::socklen_t::try_from(len).unwrap_or(0))
 }
 
 /// Connect/accept/close loop: the server closes first, so `TIME_WAIT` stays on its side.
