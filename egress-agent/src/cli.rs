@@ -82,7 +82,7 @@ pub struct ExplainArgs {
     )]
     pub trusted_namespaces: Vec<String>,
     /// The host's cgroup2 hierarchy; default: found in /proc/self/mountinfo.
-    #[arg(long)]
+    #[arg(long, env = "EGRESS_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -154,7 +154,7 @@ pub struct RunArgs {
     /// The host's cgroup2 hierarchy; default: the first cgroup2 mount in /proc/self/mountinfo.
     /// In a pod, mount the host's hierarchy and point here: the container's own
     /// `/sys/fs/cgroup` is its cgroup namespace's view.
-    #[arg(long)]
+    #[arg(long, env = "EGRESS_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
     /// Pin directory.
     #[command(flatten)]
@@ -174,6 +174,9 @@ pub struct MapsArgs {
     /// Which map.
     #[arg(value_enum)]
     pub which: MapsView,
+    /// The host's cgroup2 hierarchy, for cgroup paths; default: found in /proc/self/mountinfo.
+    #[arg(long, env = "EGRESS_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,

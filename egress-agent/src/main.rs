@@ -25,7 +25,8 @@ fn main() -> anyhow::Result<()> {
             .block_on(run::run(*args)),
         Command::Maps(args) => {
             let pins = PinDir::new(args.pins.bpffs_dir);
-            let text = inspect::render(&pins, args.which, args.output)?;
+            let text =
+                inspect::render(&pins, args.which, args.output, args.cgroup_root.as_deref())?;
             std::io::stdout()
                 .write_all(text.as_bytes())
                 .context("writing to stdout")

@@ -52,8 +52,9 @@ pub struct Decision {
     pub scope: u64,
     /// The routing class; 0 when not selected.
     pub class: u32,
-    /// Always zero.
-    pub reserved: u32,
+    /// 1 when the innermost entry is exempt (a gateway's own pod): its connections to routed
+    /// destinations are expected, not leaks, so they are not counted as unselected.
+    pub exempt: u32,
 }
 
 /// A value of `ADDRESSES`.

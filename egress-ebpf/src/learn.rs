@@ -176,7 +176,9 @@ pub(crate) fn try_dns_ingress(ctx: &SkBuffContext) -> Result<i32, i32> {
         return Ok(PASS);
     }
     let Some(message) = headers.message(ctx) else {
-        count(stat::UNPARSED);
+        if headers.has_payload(ctx) {
+            count(stat::UNPARSED);
+        }
         return Ok(PASS);
     };
     let len = u64::from(message.len);

@@ -49,7 +49,7 @@ fn sock_create(ctx: SockContext) -> i32 {
 /// `setsockopt()`: notes `IPV6_V6ONLY` on selected sockets; never changes the call.
 #[cgroup_sockopt(setsockopt)]
 fn setsockopt(ctx: SockoptContext) -> i32 {
-    socket::try_setsockopt(&ctx).unwrap_or(ALLOW)
+    socket::try_setsockopt(&ctx)
 }
 
 /// `connect()` on an IPv4 socket (TCP and connected UDP).

@@ -89,6 +89,20 @@ impl Headers {
         })
     }
 
+    /// Whether the packet carries any bytes past its transport header (a bare TCP ACK or FIN
+    /// does not, and is no answer to count as unparsed).
+    #[inline(always)]
+    pub(crate) fn has_payload(&self, ctx: &SkBuffContext) -> bool {
+        let total = ctx.len() as usize;
+        if self.protocol == proto::UDP {
+            return total > self.l4 + 8;
+        }
+        let Some(header) = bytes::<14>(ctx, self.l4) else {
+            return false;
+        };
+        total > self.l4 + usize::from(header[12] >> 4) * 4
+    }
+
     /// Where the DNS message is; `None` when there is no payload to speak of.
     #[inline(always)]
     pub(crate) fn message(&self, ctx: &SkBuffContext) -> Option<Message> {

@@ -49,7 +49,10 @@ pub(crate) fn try_redirect4(ctx: &SockAddrContext) -> Result<i32, i32> {
         Verdict::Pass => Ok(ALLOW),
         Verdict::Refuse => Ok(DENY),
         Verdict::Rewrite(gateway, gateway_port_be, _) => {
-            let gateway4 = v4_unmapped(&gateway).ok_or(DENY)?;
+            // `verdict` gives an IPv4 socket only IPv4 gateways; refuse rather than pass if not.
+            let Some(gateway4) = v4_unmapped(&gateway) else {
+                return Ok(DENY);
+            };
             sa.user_ip4 = u32::from_ne_bytes(gateway4);
             sa.user_port = u32::from(gateway_port_be);
             Ok(ALLOW)
@@ -90,7 +93,9 @@ fn decide(
     let state = unsafe { socket_state(sk, false) };
     let decision = for_socket(state.as_deref());
     if decision.class == 0 {
-        count_unselected(&dest);
+        if decision.exempt == 0 {
+            count_unselected(&dest);
+        }
         return Verdict::Pass;
     }
     let Some(target) = find(&decision, &dest, proto, port_be) else {
@@ -204,7 +209,8 @@ fn verdict(target: &Target, v4_socket: bool, v6only: bool, dest: &[u8; 16]) -> V
     Verdict::Refuse
 }
 
-/// Counts a connection of an unselected task to a routed address (globally and per set).
+/// Counts a connection of a task that is neither selected nor exempt to a routed address
+/// (globally and per set): a leak, or a pod not selected yet.
 #[inline(always)]
 fn count_unselected(dest: &[u8; 16]) {
     // SAFETY: plain data.

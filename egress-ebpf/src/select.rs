@@ -54,9 +54,11 @@ fn walk(generation: u64) -> Decision {
             if entry.kind == cgroup_kind::SELECTED {
                 decision.scope = id;
                 decision.class = entry.class;
+                decision.exempt = 0;
             } else {
                 decision.scope = 0;
                 decision.class = 0;
+                decision.exempt = 1;
             }
         }
     }
@@ -95,7 +97,7 @@ fn recorded(state: &SocketState) -> Decision {
         generation: state.generation,
         scope: state.scope,
         class: state.class,
-        reserved: 0,
+        exempt: 0,
     }
 }
 

@@ -36,11 +36,11 @@ const IPV6_V6ONLY: i32 = 26;
 /// redirect never gives it an IPv4-mapped gateway it cannot reach (it is refused instead).
 /// The call itself always proceeds unchanged.
 #[inline(always)]
-pub(crate) fn try_setsockopt(ctx: &SockoptContext) -> Result<i32, i32> {
+pub(crate) fn try_setsockopt(ctx: &SockoptContext) -> i32 {
     // SAFETY: the kernel passes a valid context for the life of the program.
     let opt = unsafe { &*ctx.sockopt };
     if opt.level != IPPROTO_IPV6 || opt.optname != IPV6_V6ONLY {
-        return Ok(ALLOW);
+        return ALLOW;
     }
     // SAFETY: union fields the kernel sets for setsockopt programs.
     let (sk, value, end) = unsafe {
@@ -52,18 +52,18 @@ pub(crate) fn try_setsockopt(ctx: &SockoptContext) -> Result<i32, i32> {
     };
     // The verifier needs the bound checked against optval_end before the read.
     if value.is_null() || value.wrapping_add(4) > end {
-        return Ok(ALLOW);
+        return ALLOW;
     }
     // SAFETY: four bytes inside [optval, optval_end), checked above.
     let on = unsafe { core::ptr::read_unaligned(value.cast::<i32>()) } != 0;
     // SAFETY: the socket of a sockopt context, which the helper accepts.
     let Some(state) = (unsafe { socket_state(sk.cast(), false) }) else {
-        return Ok(ALLOW);
+        return ALLOW;
     };
     if on {
         state.flags |= socket_flags::V6ONLY;
     } else {
         state.flags &= !socket_flags::V6ONLY;
     }
-    Ok(ALLOW)
+    ALLOW
 }

@@ -254,6 +254,9 @@ impl Loaded {
             let staged = link_dir.join(format!("{name}_new"));
             remove_if_present(&staged)?;
             attach_and_pin(name, program, &cgroup_file, &staged)?;
+            // The new program is on the cgroup: take the old one off now (on 5.10 an unpinned
+            // link is freed late), then put the new link's pin in its place.
+            sys::detach_pinned(&pin);
             std::fs::rename(&staged, &pin).map_err(|source| DatapathError::Link {
                 path: pin.clone(),
                 source,

@@ -30,11 +30,12 @@ use tracing::{error, info, warn};
 
 pub use desired::Conflict;
 pub use ids::Exhausted;
+pub use reconcile::ReconcileError;
 pub use run::{SourceState, run};
 
 use self::{
     desired::{Facts as DesiredFacts, IdSpace, compute},
-    reconcile::{Installed, ReconcileError, reconcile},
+    reconcile::{Installed, reconcile},
 };
 use crate::{
     bpffs::PinDir,
@@ -59,6 +60,9 @@ pub enum EngineError {
     /// An id range ran out.
     #[error(transparent)]
     Exhausted(#[from] Exhausted),
+    /// A map is full: what fit is installed (the rest is retried every resync).
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
 }
 
 /// Routes by source and map fill, for the metrics.
@@ -399,12 +403,8 @@ impl Engine {
                 Ok(())
             }
             Err(ReconcileError::Datapath(err)) => Err(err.into()),
-            Err(err @ ReconcileError::Full { .. }) => {
-                let message = err.to_string();
-                error!(error = message, "maps only partly updated");
-                self.update_status(|s| s.reconcile_error = Some(message));
-                Ok(())
-            }
+            // Reported like any failed reconcile: status, the error metric, and a retry.
+            Err(err @ ReconcileError::Full { .. }) => Err(err.into()),
         }
     }
 

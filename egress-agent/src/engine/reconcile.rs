@@ -9,7 +9,10 @@
 //!    it);
 //! 3. cgroups: stale entries first (so a full map recovers), then new and changed ones, then
 //!    the generation that makes cached decisions be computed again;
-//! 4. removals of what nothing refers to any more.
+//! 4. removals of what nothing refers to any more;
+//! 5. when a map was full, steps 2 and 3 again: the removals made room, so a map filled with
+//!    entries that are being replaced recovers in one reconcile (additions still come before
+//!    removals, so nothing desired is ever missing while there is room).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,8 +92,8 @@ impl Changes {
 
 /// Entries that did not fit in their map.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReconcileError {
-    /// A map is full: what fit is installed, removals still happened.
+pub enum ReconcileError {
+    /// A map is full even after the removals: what fit is installed.
     #[error(
         "map {map} is full ({capacity} entries): {dropped} entries were not installed; remove rules or addresses"
     )]
@@ -120,6 +123,13 @@ pub(crate) fn reconcile(
     pointing(maps, installed, desired, &mut changes, &mut full)?;
     cgroups(maps, installed, desired, name_seed, &mut changes, &mut full)?;
     removals(maps, installed, desired, &mut changes)?;
+    if full.first.is_some() {
+        // A full map: the removals made room (what is no longer desired went), so what did
+        // not fit goes in now, in the same reconcile. Only a map that is still full fails.
+        full = Overflow::default();
+        pointing(maps, installed, desired, &mut changes, &mut full)?;
+        cgroups(maps, installed, desired, name_seed, &mut changes, &mut full)?;
+    }
     full.result(changes)
 }
 

@@ -32,7 +32,14 @@ pub async fn explain_cgroup(
     // The innermost entry among the cgroup and its ancestors decides, as in the datapath.
     let mut entry = None;
     let mut dir = Some(path.as_path());
+    let root_components = hierarchy.mount().components().count();
     while let Some(current) = dir.filter(|d| d.starts_with(hierarchy.mount())) {
+        // The datapath examines only the first MAX_CGROUP_DEPTH levels from the root.
+        let level = current.components().count() - root_components;
+        if level >= egress_common::limits::MAX_CGROUP_DEPTH as usize {
+            dir = current.parent();
+            continue;
+        }
         if let Ok(current_id) = hierarchy.id_of(current)
             && let Some(found) = snapshot.entry(current_id)
         {

@@ -14,9 +14,17 @@ use crate::{
 };
 
 /// Renders a view.
-pub fn render(pins: &PinDir, view: MapsView, output: Output) -> Result<String, DatapathError> {
+pub fn render(
+    pins: &PinDir,
+    view: MapsView,
+    output: Output,
+    cgroup_root: Option<&std::path::Path>,
+) -> Result<String, DatapathError> {
     let maps = Maps::open(pins)?;
-    let hierarchy = Hierarchy::discover().ok();
+    let hierarchy = match cgroup_root {
+        Some(root) => Some(Hierarchy::new(root.to_owned())),
+        None => Hierarchy::discover().ok(),
+    };
     let snapshot = Snapshot::read(&maps, hierarchy.as_ref())?;
     let json = output == Output::Json;
     let text = match view {

@@ -30,6 +30,11 @@ pub enum Problem {
     NoPorts,
     /// It selects outside its namespace from a namespace that is not trusted to.
     NamespaceNotTrusted(String),
+    /// A hostname the datapath cannot match (a wildcard of a single label, say).
+    InvalidHostname(String),
+    /// A UDP port: replies from one gateway port can be attributed to one destination only,
+    /// and a policy's hostnames have many addresses.
+    UdpNotSupported,
     /// Another policy claims the same destination with another gateway (found at runtime).
     Conflict(String),
     /// A hostname does not resolve (found at runtime by the DNS engine).
@@ -48,6 +53,8 @@ impl Problem {
             Self::NoHostnames => "NoHostnames",
             Self::NoPorts => "NoPorts",
             Self::NamespaceNotTrusted(_) => "NamespaceNotTrusted",
+            Self::InvalidHostname(_) => "InvalidHostname",
+            Self::UdpNotSupported => "UDPNotSupported",
             Self::Conflict(_) => "Conflict",
             Self::CgroupNotFound(_) => "PodCgroupNotFound",
         }
@@ -64,9 +71,14 @@ impl Problem {
             Self::NoPorts => "no ports: set spec.ports or give the target ports".to_owned(),
             Self::NamespaceNotTrusted(namespace) => format!(
                 "spec.namespaceSelector selects pods outside namespace {namespace}, which only \
-                 policies in trusted namespaces may do (the agent's --trusted-namespace)"
+                 policies in trusted namespaces may do (the egress-agent-tenancy ConfigMap)"
             ),
-            Self::Conflict(message)
+            Self::UdpNotSupported => "a UDP port needs exactly one destination address (replies \
+                 from a gateway port are attributed to one destination), and a policy's hostnames \
+                 have many: use TCP, or a standalone rule with one address"
+                .to_owned(),
+            Self::InvalidHostname(message)
+            | Self::Conflict(message)
             | Self::Unresolvable(message)
             | Self::CgroupNotFound(message) => message.clone(),
         }
@@ -166,18 +178,14 @@ impl Index {
             )
         };
         let trusted = self.settings.trusted_namespaces.contains(&policy.namespace);
-        let mut accepted = verdict(true, "Accepted", "policy accepted");
-        if spec.namespace_selector.is_some() && !trusted {
-            let problem = Problem::NamespaceNotTrusted(policy.namespace.clone());
-            accepted = verdict(false, problem.reason(), &problem.message());
-            problems.push(problem);
-        } else if hosts.is_empty() {
-            problems.push(Problem::NoHostnames);
-            accepted = verdict(false, "NoHostnames", &Problem::NoHostnames.message());
-        } else if ports.is_empty() {
-            problems.push(Problem::NoPorts);
-            accepted = verdict(false, "NoPorts", &Problem::NoPorts.message());
-        }
+        let accepted = match acceptance(policy, trusted, &hosts, &ports) {
+            Some(problem) => {
+                let accepted = verdict(false, problem.reason(), &problem.message());
+                problems.push(problem);
+                accepted
+            }
+            None => verdict(true, "Accepted", "policy accepted"),
+        };
         // A missing target keeps the rule only when it blocks (fail-closed): with no gateway
         // the datapath refuses instead of letting connections go direct.
         let usable = accepted.ok && (!gateway.is_empty() || spec.fail_closed);
@@ -311,6 +319,33 @@ impl Index {
     }
 }
 
+/// Why a policy cannot be accepted, if it cannot: it selects across namespaces from an
+/// untrusted one, names a hostname the datapath cannot match, asks for UDP, or has no
+/// hostnames or ports (given or taken from the target).
+fn acceptance(
+    policy: &PolicyInfo,
+    trusted: bool,
+    hosts: &[String],
+    ports: &[PortMap],
+) -> Option<Problem> {
+    if policy.spec.namespace_selector.is_some() && !trusted {
+        Some(Problem::NamespaceNotTrusted(policy.namespace.clone()))
+    } else if let Some(error) = hosts
+        .iter()
+        .find_map(|host| crate::config::validate_hostname(host).err())
+    {
+        Some(Problem::InvalidHostname(error))
+    } else if ports.iter().any(|p| p.protocol == Protocol::Udp) {
+        Some(Problem::UdpNotSupported)
+    } else if hosts.is_empty() {
+        Some(Problem::NoHostnames)
+    } else if ports.is_empty() {
+        Some(Problem::NoPorts)
+    } else {
+        None
+    }
+}
+
 /// The target's current values, else the kept ones; and whether the kept ones were used.
 fn pick<T: Clone>(current: &[T], kept: Option<&Vec<T>>) -> (Vec<T>, bool) {
     match kept {
@@ -357,11 +392,16 @@ fn fail_closed_verdict(
         } else {
             ("IPv4", "IPv6")
         };
+        let detail = if missing == "IPv6" {
+            "IPv6 destinations reach it through its IPv4-mapped address from dual-stack sockets; IPV6_V6ONLY sockets are refused"
+        } else {
+            "IPv4 connections are refused"
+        };
         verdict(
             false,
             "SingleFamilyGateway",
             &format!(
-                "matching {has} connections are redirected; {missing} ones are refused (the gateway has no {missing} address)"
+                "matching {has} connections are redirected; the gateway has no {missing} address: {detail}"
             ),
         )
     } else {

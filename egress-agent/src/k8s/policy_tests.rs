@@ -229,7 +229,9 @@ fn a_single_family_gateway_says_which_family_is_refused() {
         .expect("FailClosed");
     assert_eq!(condition.reason, "SingleFamilyGateway");
     assert!(
-        condition.message.contains("IPv6 ones are refused"),
+        condition
+            .message
+            .contains("IPV6_V6ONLY sockets are refused"),
         "{condition:?}"
     );
 }
@@ -243,4 +245,21 @@ fn wildcards_are_rules_hostnames_like_any_other() {
     let state = index.compute();
     assert_eq!(state.rules[0].hosts, ["*.httpbin.org", "httpbin.org"]);
     assert!(state.outcomes[0].problems.is_empty());
+}
+
+#[test]
+fn a_single_label_wildcard_and_udp_ports_are_not_accepted() {
+    let mut index = gateway_world();
+    let mut wide = spec("Gateway", "kuadrant-egressgateway");
+    wide.hostnames = hostnames(&["*.com"]);
+    add_policy(&mut index, policy("gateway-system", "httpbin", "t", wide));
+    let state = index.compute();
+    assert_eq!(state.outcomes[0].accepted.reason, "InvalidHostname");
+    assert!(state.rules.is_empty());
+
+    let mut udp = fail_closed_spec("kuadrant-egressgateway-istio");
+    udp.ports[0].protocol = Some(crate::k8s::crd::PortProtocol::Udp);
+    add_policy(&mut index, policy("gateway-system", "httpbin", "t", udp));
+    let state = index.compute();
+    assert_eq!(state.outcomes[0].accepted.reason, "UDPNotSupported");
 }
