@@ -57,6 +57,7 @@ Watches (GET <collection>?watch=true&...):
 Control interface for the test itself (JSON bodies; not recorded in /__requests):
   POST /__apply   (body: an object)    create or replace, emits ADDED/MODIFIED; keeps the stored
                                        status when the body has none
+  POST /__apply_many  (body: a list)   /__apply for each object, under one lock (bulk fixtures)
   POST /__delete  (body: apiVersion, kind, metadata)   emits DELETED
   GET  /__events                       the Events created so far, oldest first
   GET  /__get?path=<collection>&ns=NS&name=N           one stored object ({} and 404 when absent)
@@ -799,6 +800,19 @@ class Handler(BaseHTTPRequestHandler):
             cluster.write(kind, obj)
         self.send_json(200, {})
 
+    def control_apply_many(self, _query):
+        objs = self.read_json()
+        if not isinstance(objs, list):
+            raise ApiError(400, "/__apply_many takes a JSON list of objects")
+        kinds = [self.control_kind(obj) for obj in objs]
+        with cluster.lock:
+            for kind, obj in zip(kinds, objs):
+                old = cluster.objects.get(kind.key(obj))
+                if old and "status" in old and "status" not in obj:
+                    obj["status"] = old["status"]
+                cluster.write(kind, obj)
+        self.send_json(200, {"applied": len(objs)})
+
     def control_delete(self, _query):
         obj = self.control_body()
         cluster.remove(self.control_kind(obj).key(obj))
@@ -862,6 +876,7 @@ class Handler(BaseHTTPRequestHandler):
 
 CONTROLS = {
     ("POST", "/__apply"): Handler.control_apply,
+    ("POST", "/__apply_many"): Handler.control_apply_many,
     ("POST", "/__delete"): Handler.control_delete,
     ("GET", "/__events"): Handler.control_events,
     ("GET", "/__get"): Handler.control_get,

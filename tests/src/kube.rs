@@ -155,3 +155,10 @@ impl FakeApi {
         self.request("POST", "/__reset_requests", &Value::Null);
     }
 }
+
+impl FakeApi {
+    /// Creates or replaces many objects in one request.
+    pub fn apply_many(&self, objects: &[Value]) {
+        self.request("POST", "/__apply_many", &Value::Array(objects.to_vec()));
+    }
+}

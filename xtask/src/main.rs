@@ -3,7 +3,6 @@
 #![expect(clippy::print_stdout, reason = "xtask talks to the terminal")]
 
 mod bench;
-mod bench_dns;
 mod demo;
 mod matrix;
 mod setup;
@@ -37,8 +36,9 @@ enum Command {
     },
     /// Run the main job on a local sandbox: a client redirected to a gateway, one not.
     Demo,
-    /// Measure connect cost (direct, hook miss, hook redirect, iptables DNAT) and hook ns/call;
-    /// writes docs/benchmarks.md.
+    /// Measure the agent side by side with nftables, iptables and a sidecar proxy, the
+    /// programs' own cost, DNS learning and the control plane; writes docs/benchmarks.md and
+    /// docs/benchmarks.svg.
     Bench,
 }
 

@@ -24,7 +24,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM major version of the nightly toolchain; bpf-linker's matching feature.
 const LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages: (a shell test that proves it is installed, package).
-const PACKAGES: [(&str, &str); 16] = [
+const PACKAGES: [(&str, &str); 17] = [
     ("command -v bpftool", "bpftool"),
     ("command -v ip", "iproute2"),
     ("command -v iptables", "iptables"),
@@ -43,6 +43,8 @@ const PACKAGES: [(&str, &str); 16] = [
     ("command -v node", "nodejs"),
     // promtool checks the metrics exposition.
     ("command -v promtool", "prometheus"),
+    // The benchmark's sidecar proxy.
+    ("command -v haproxy", "haproxy"),
     // The kernel matrix: QEMU, virtme-ng's guest init needs busybox and udev (without udev
     // the guest cannot find its output channels), and depmod for the kernels' modules.
     ("command -v qemu-system-x86_64", "qemu-system-x86"),
