@@ -11,8 +11,9 @@
 //! Scoping is the trust boundary: an answer a workload forges to itself (with `CAP_NET_RAW`)
 //! lands in its own scope and steers only its own connections.
 //!
-//! Every other packet leaves after its headers: it is not from or to a DNS port, or its socket
-//! has no storage (was not created by a selected task).
+//! Every other packet leaves early: at once when its socket is connected to a port that is not
+//! a DNS port (bulk traffic), else after its headers when it is not from or to a DNS port or
+//! its socket has no storage (was not created by a selected task).
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -46,6 +47,18 @@ const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
 const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
+
+/// Whether the packet's socket is connected to a port that is not a DNS port: then none of its
+/// packets is a query or an answer, and the program leaves before reading the packet (the
+/// bulk-traffic fast exit). Unconnected sockets (remote port 0) are read.
+#[inline(always)]
+fn connected_elsewhere(ctx: &SkBuffContext, config: &Config) -> bool {
+    // SAFETY: the context is valid for the life of the program; the kernel rewrites this read
+    // into one of the packet's socket (0 without one), the port in the upper half.
+    let remote = unsafe { (*ctx.skb.skb).remote_port };
+    let port_be = (remote >> 16) as u16;
+    port_be != 0 && !is_dns_port(config, port_be)
+}
 
 /// Whether `port_be` is one of the configured DNS ports.
 #[inline(always)]
@@ -85,7 +98,7 @@ fn full_socket(ctx: &SkBuffContext) -> Option<*mut core::ffi::c_void> {
 #[inline(always)]
 pub(crate) fn try_dns_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
     let config = config().ok_or(PASS)?;
-    if config.flags & config_flags::LEARN == 0 {
+    if config.flags & config_flags::LEARN == 0 || connected_elsewhere(ctx, config) {
         return Ok(PASS);
     }
     let headers = Headers::parse(ctx).ok_or(PASS)?;
@@ -158,7 +171,7 @@ fn adopt(
 #[inline(always)]
 pub(crate) fn try_dns_ingress(ctx: &SkBuffContext) -> Result<i32, i32> {
     let config = config().ok_or(PASS)?;
-    if config.flags & config_flags::LEARN == 0 {
+    if config.flags & config_flags::LEARN == 0 || connected_elsewhere(ctx, config) {
         return Ok(PASS);
     }
     let headers = Headers::parse(ctx).ok_or(PASS)?;
