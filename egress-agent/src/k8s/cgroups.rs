@@ -139,14 +139,14 @@ pub fn container_id_of_status(container_id: &str) -> Option<String> {
     container_id_of(id)
 }
 
-/// Watches the directories pod cgroups appear in; sends a unit each time something changes
-/// there (the source walks again). Runs on its own thread (inotify reads block), holding
+/// Watches the directories pod cgroups appear in; each time something changes there it walks
+/// again and sends what it found (the walk also finds new directories to watch). Runs on its own thread (inotify reads block), holding
 /// `alive` until it ends (when the receiver is dropped, or inotify fails).
 pub fn watch(
     first: &PodCgroups,
     roots: Vec<PathBuf>,
     alive: crate::health::Heartbeat,
-) -> std::io::Result<mpsc::UnboundedReceiver<()>> {
+) -> std::io::Result<mpsc::UnboundedReceiver<PodCgroups>> {
     let mut inotify = Inotify::init()?;
     let (sender, receiver) = mpsc::unbounded_channel();
     let mut watched = BTreeSet::new();
@@ -165,10 +165,13 @@ pub fn watch(
                     }
                 };
                 debug!(changed, "cgroup directories changed");
-                // New kubelet directories (a QoS slice, say) get watched too.
-                let found = PodCgroups::scan(&roots);
-                add_watches(&mut inotify, found.parents(), &mut watched);
-                if sender.send(()).is_err() {
+                // New kubelet directories (a QoS slice, say) get watched too; what was created
+                // in them before their watch existed is found by walking again.
+                let mut found = PodCgroups::scan(&roots);
+                while add_watches(&mut inotify, found.parents(), &mut watched) {
+                    found = PodCgroups::scan(&roots);
+                }
+                if sender.send(found).is_err() {
                     return;
                 }
             }
@@ -176,7 +179,13 @@ pub fn watch(
     Ok(receiver)
 }
 
-fn add_watches(inotify: &mut Inotify, dirs: &BTreeSet<PathBuf>, watched: &mut BTreeSet<PathBuf>) {
+/// Watches those of `dirs` not watched yet; whether it added any.
+fn add_watches(
+    inotify: &mut Inotify,
+    dirs: &BTreeSet<PathBuf>,
+    watched: &mut BTreeSet<PathBuf>,
+) -> bool {
+    let mut added = false;
     for dir in dirs {
         if watched.contains(dir) {
             continue;
@@ -187,12 +196,14 @@ fn add_watches(inotify: &mut Inotify, dirs: &BTreeSet<PathBuf>, watched: &mut BT
         ) {
             Ok(_) => {
                 watched.insert(dir.clone());
+                added = true;
             }
             Err(err) => {
                 warn!(path = %dir.display(), error = %err, "cannot watch cgroup directory");
             }
         }
     }
+    added
 }
 
 #[cfg(test)]

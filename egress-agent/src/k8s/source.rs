@@ -64,7 +64,7 @@ pub struct KubernetesSource {
     settings: Settings,
     hierarchy: Hierarchy,
     api_changes: mpsc::UnboundedReceiver<Change>,
-    cgroup_events: mpsc::UnboundedReceiver<()>,
+    cgroup_events: mpsc::UnboundedReceiver<PodCgroups>,
     cgroup_roots: Vec<PathBuf>,
     pod_cgroups: PodCgroups,
     index: Index,
@@ -160,9 +160,11 @@ impl KubernetesSource {
                         self.report(&state, &engine);
                     }
                 }
-                Some(()) = self.cgroup_events.recv() => {
-                    while self.cgroup_events.try_recv().is_ok() {}
-                    self.pod_cgroups = PodCgroups::scan(&self.cgroup_roots);
+                Some(mut found) = self.cgroup_events.recv() => {
+                    while let Ok(newer) = self.cgroup_events.try_recv() {
+                        found = newer;
+                    }
+                    self.pod_cgroups = found;
                     if self.applier.all_synced() {
                         self.publish();
                     }
