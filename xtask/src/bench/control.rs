@@ -53,12 +53,7 @@ struct KubeAgent {
 
 impl Drop for KubeAgent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new(release_bin("egress-agent"))
-            .args(["uninstall", "--bpffs-dir"])
-            .arg(&self.bpffs_dir)
-            .output();
+        env::stop_and_uninstall(&mut self.child, &self.bpffs_dir);
     }
 }
 
@@ -103,7 +98,7 @@ pub(crate) fn run() -> anyhow::Result<ControlResult> {
     let idle_cpu = env::cpu_share(pid, SAMPLE)?;
     let targets = PinnedMap::open(&agent.bpffs_dir.join("maps/v2/TARGETS"));
     let policy_ms = policy_changes(&api, &targets)?;
-    let pod_ms = new_pods(&api, &node, &cgroups)?;
+    let pod_ms = new_pods(&node, &cgroups)?;
     let rss_mib = env::rss_mib(pid)?;
     let (churn_cpu, churn_pods_per_sec) = churn(&api, &node, pid)?;
     drop((agent, pods));
@@ -200,8 +195,7 @@ fn policy_changes(api: &FakeApi, targets: &PinnedMap) -> anyhow::Result<Vec<f64>
 
 /// Creates `NEW_PODS` pod cgroups one by one (their pods are already in the API, as when the
 /// kubelet starts them); ms from the mkdir to the entry in the cgroups map.
-fn new_pods(api: &FakeApi, node: &Node, cgroups: &PinnedMap) -> anyhow::Result<Vec<f64>> {
-    let _ = api;
+fn new_pods(node: &Node, cgroups: &PinnedMap) -> anyhow::Result<Vec<f64>> {
     let mut times = Vec::new();
     let mut created = Vec::new();
     for n in LOCAL_PODS..LOCAL_PODS + NEW_PODS {

@@ -161,13 +161,18 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new(release_bin("egress-agent"))
-            .args(["uninstall", "--bpffs-dir"])
-            .arg(&self.bpffs_dir)
-            .output();
+        stop_and_uninstall(&mut self.child, &self.bpffs_dir);
     }
+}
+
+/// Stops an agent and removes what it pinned under `bpffs_dir` (best effort: for `Drop`).
+pub(crate) fn stop_and_uninstall(agent: &mut Child, bpffs_dir: &Path) {
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = Command::new(release_bin("egress-agent"))
+        .args(["uninstall", "--bpffs-dir"])
+        .arg(bpffs_dir)
+        .output();
 }
 
 /// `kernel.bpf_stats_enabled` on for the guard's life.
