@@ -63,7 +63,11 @@ fn main() {
 }
 
 fn tcp(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    greeting(TcpStream::connect_timeout(&addr, TIMEOUT)?)
+}
+
+/// What a connected stream's server says before it closes, and the peer address reported.
+fn greeting(mut stream: TcpStream) -> std::io::Result<(String, SocketAddr)> {
     stream.set_read_timeout(Some(TIMEOUT))?;
     let peer = stream.peer_addr()?;
     let mut reply = String::new();
@@ -127,14 +131,9 @@ fn udp_hold(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
 
 /// A TCP connect from an `IPV6_V6ONLY` socket.
 fn tcp_v6only(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
-    use std::os::fd::FromRawFd as _;
-    // SAFETY: plain socket(2).
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor this function owns.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    use std::os::fd::AsRawFd as _;
+    let stream = stream_socket(libc::AF_INET6)?;
+    let fd = stream.as_raw_fd();
     let one: libc::c_int = 1;
     // SAFETY: a valid option value of the size passed.
     let rc = unsafe {
@@ -154,30 +153,18 @@ fn tcp_v6only(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
     if unsafe { libc::connect(fd, (&raw const storage).cast(), len) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let mut stream = stream;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    let peer = stream.peer_addr()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok((reply, peer))
+    greeting(stream)
 }
 
 /// `IORING_OP_CONNECT` with `IOSQE_ASYNC`: the connect runs in an io-wq worker, which on
 /// 5.10/5.11 is a kernel thread outside the task's cgroup.
 fn uring_connect(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _};
-    let family = if addr.is_ipv4() {
+    use std::os::fd::AsRawFd as _;
+    let stream = stream_socket(if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
-    };
-    // SAFETY: plain socket(2).
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor this function owns.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    })?;
     let (storage, len) = sockaddr(addr);
     let mut ring = io_uring::IoUring::new(4)?;
     let connect = io_uring::opcode::Connect::new(
@@ -199,12 +186,19 @@ fn uring_connect(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
     if result < 0 {
         return Err(std::io::Error::from_raw_os_error(-result));
     }
-    let mut stream = stream;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    let peer = stream.peer_addr()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok((reply, peer))
+    greeting(stream)
+}
+
+/// A new, unconnected TCP socket of `family`.
+fn stream_socket(family: libc::c_int) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
 /// `addr` as a `sockaddr_storage` and its length.
