@@ -71,16 +71,9 @@ pub struct ExplainArgs {
     /// /etc/resolv.conf's, as the agent does.
     #[arg(long = "dns-server")]
     pub dns_servers: Vec<std::net::SocketAddr>,
-    /// Kubernetes mode: a kubeconfig file; default: in-cluster config (or `$KUBECONFIG`).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubernetes mode: the agent's trusted namespaces (as for `run`).
-    #[arg(
-        long = "trusted-namespace",
-        env = "EGRESS_TRUSTED_NAMESPACES",
-        value_delimiter = ','
-    )]
-    pub trusted_namespaces: Vec<String>,
+    /// How to reach the cluster, and whom it trusts (as for `run`).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The host's cgroup2 hierarchy; default: found in /proc/self/mountinfo.
     #[arg(long, env = "EGRESS_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
@@ -90,6 +83,23 @@ pub struct ExplainArgs {
     /// Pin directory.
     #[command(flatten)]
     pub pins: PinArgs,
+}
+
+/// Kubernetes mode: the API server, and the namespaces trusted to select across namespaces.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kubernetes mode: a kubeconfig file; default: in-cluster config (or `$KUBECONFIG`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: a namespace whose policies may select pods in other namespaces (the
+    /// platform team's gateway namespace); repeatable, or comma-separated in the environment.
+    /// Policies elsewhere select only in their own namespace.
+    #[arg(
+        long = "trusted-namespace",
+        env = "EGRESS_TRUSTED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub trusted_namespaces: Vec<String>,
 }
 
 /// Where the pinned objects live.
@@ -110,22 +120,13 @@ pub struct RunArgs {
     /// Kubernetes mode: this node's name (the downward API's `spec.nodeName`).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// Kubernetes mode: a kubeconfig file; default: in-cluster config (or `$KUBECONFIG`).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
+    /// How to reach the cluster, and whom it trusts.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Kubernetes mode: DNS servers for hostnames (`ip` or `ip:port`, repeatable); default: the
     /// agent's /etc/resolv.conf.
     #[arg(long = "dns-server")]
     pub dns_servers: Vec<std::net::SocketAddr>,
-    /// Kubernetes mode: a namespace whose policies may select pods in other namespaces (the
-    /// platform team's gateway namespace); repeatable, or comma-separated in the environment.
-    /// Policies elsewhere select only in their own namespace.
-    #[arg(
-        long = "trusted-namespace",
-        env = "EGRESS_TRUSTED_NAMESPACES",
-        value_delimiter = ','
-    )]
-    pub trusted_namespaces: Vec<String>,
     /// Kubernetes mode: the cluster DNS Service (`namespace/name`); answers from its ClusterIPs
     /// and endpoints to selected pods are learned. `none` turns it off.
     #[arg(long, default_value = "kube-system/kube-dns")]

@@ -81,10 +81,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         let settings = Settings {
             node,
-            kubeconfig: args.kubeconfig,
+            kubeconfig: args.cluster.kubeconfig,
             dns_servers: args.dns_servers,
             resync_interval: args.resync_interval,
-            trusted_namespaces: crate::cli::namespaces(&args.trusted_namespaces),
+            trusted_namespaces: crate::cli::namespaces(&args.cluster.trusted_namespaces),
             cluster_dns,
             node_local_dns: args.node_local_dns,
             lease_namespace: args.lease_namespace,

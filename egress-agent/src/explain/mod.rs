@@ -48,9 +48,9 @@ pub async fn run(args: crate::cli::ExplainArgs) -> anyhow::Result<String> {
             explain_cgroup(&pins, &hierarchy, cgroup, host.as_ref(), servers).await?
         }
         (None, Some(pod)) => {
-            let client = crate::k8s::source::client(args.kubeconfig.as_deref()).await?;
+            let client = crate::k8s::source::client(args.cluster.kubeconfig.as_deref()).await?;
             let settings = crate::k8s::index::IndexSettings {
-                trusted_namespaces: crate::cli::namespaces(&args.trusted_namespaces),
+                trusted_namespaces: crate::cli::namespaces(&args.cluster.trusted_namespaces),
                 cluster_dns: None,
             };
             let (pins, hierarchy, host) = (&pins, &hierarchy, host.as_ref());
