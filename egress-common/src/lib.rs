@@ -123,7 +123,14 @@ pub mod source {
     pub const RESOLVED: u32 = 2;
     /// A DNS answer a selected workload received (written by the kernel, scoped to it).
     pub const LEARNED: u32 = 3;
+    /// The marker of an address some scope learned: the `LEARNED` entry under
+    /// [`crate::MARKER_SCOPE`], written after the scoped entry. A destination with neither a
+    /// global entry nor a marker is passed without asking who connects.
+    pub const MARKER: u32 = 4;
 }
+
+/// The scope of marker entries in `LEARNED` (no selected cgroup has id 0).
+pub const MARKER_SCOPE: u64 = 0;
 
 /// Flags in [`Target::flags`].
 pub mod target_flags {
@@ -152,6 +159,10 @@ pub mod config_flags {
     pub const LEARN: u32 = 1 << 0;
     /// `CIDRS` has entries (otherwise the trie lookup is skipped).
     pub const HAS_CIDRS: u32 = 1 << 1;
+    /// Some learned addresses may lack their marker (the agent is removing stale markers, or
+    /// has not yet checked them after starting): look up `LEARNED` under the scope whatever
+    /// the marker says.
+    pub const MARKERS_INCOMPLETE: u32 = 1 << 2;
 }
 
 /// Kinds of a [`LabelKey`].

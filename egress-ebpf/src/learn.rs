@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use egress_common::{
-    AddrKey, AddrValue, Config, Decision, PatternValue, ResolverKey, SocketState, cgroup_kind,
-    config_flags, limits, name, socket_flags, source, stat,
+    AddrKey, AddrValue, Config, Decision, MARKER_SCOPE, PatternValue, ResolverKey, SocketState,
+    cgroup_kind, config_flags, limits, name, socket_flags, source, stat,
 };
 
 use crate::{
@@ -421,9 +421,25 @@ fn remember(parse: &Parse, addr: [u8; 16], ttl: u32, config: &Config) {
         source: source::LEARNED,
         expires_ns,
     };
-    if LEARNED.insert(key, value, 0).is_ok() {
+    if LEARNED.insert(key, value, 0).is_err() {
+        count(stat::LEARN_FAILED);
+        return;
+    }
+    // The marker after the entry: the agent's marker sweep relies on this order. An entry
+    // without its marker would be invisible to connects, so it goes if the marker cannot be
+    // written.
+    let marker_key = AddrKey {
+        scope: MARKER_SCOPE,
+        addr,
+    };
+    let marker_value = AddrValue {
+        source: source::MARKER,
+        ..value
+    };
+    if LEARNED.insert(marker_key, marker_value, 0).is_ok() {
         count(stat::LEARNED);
     } else {
+        let _ = LEARNED.remove(key);
         count(stat::LEARN_FAILED);
     }
 }

@@ -1,23 +1,27 @@
 //! connect and sendmsg: send selected tasks' connections to their class's gateway.
 //!
 //! ```text
+//! ADDRESSES[dest], marker LEARNED[(0, dest)], CIDRS[dest] ── none ─► pass (who connects is
+//!        │ routed somewhere                                         never asked)
+//!        ▼
 //! decision (socket's, else the task's) ── not selected ─► count the set it would hit, pass
 //!        │ class, scope
 //!        ▼
-//! LEARNED[(scope, dest)]   ─► TARGETS[(class, set, proto, port)] ─┐ first hit
-//! ADDRESSES[dest]          ─► TARGETS[...]                        ├──────────► refuse, or
-//! CIDRS[dest]              ─► TARGETS[...]                        ┘            rewrite to the
-//!                                                                              gateway of the
-//!                                                                              socket's family
+//! LEARNED[(scope, dest)] (marked) ─► TARGETS[(class, set, proto, port)] ─┐ first hit
+//! ADDRESSES[dest]                 ─► TARGETS[...]                        ├──────────► refuse, or
+//! CIDRS[dest]                     ─► TARGETS[...]                        ┘            rewrite to the
+//!                                                                                     gateway of the
+//!                                                                                     socket's family
 //! ```
 //!
+//! Most connections on a node go to destinations no rule routes; they cost two hash lookups.
 //! A rewrite is recorded in the socket's storage before the address changes, so a redirect is
 //! never half translated; when the storage cannot be had the connection is refused.
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::SockAddrContext};
 use egress_common::{
-    AddrKey, Decision, Reverse, SET_COUNTER, Target, TargetKey, config_flags, is_v4_mapped,
-    socket_flags, stat, target_flags, v4_mapped, v4_unmapped,
+    AddrKey, Decision, MARKER_SCOPE, Reverse, SET_COUNTER, Target, TargetKey, config_flags,
+    is_v4_mapped, socket_flags, stat, target_flags, v4_mapped, v4_unmapped,
 };
 
 use crate::{
@@ -87,18 +91,25 @@ fn decide(
     port_be: u16,
     proto: u8,
 ) -> Verdict {
+    let Some(known) = Known::of(&dest) else {
+        return Verdict::Pass;
+    };
     // SAFETY: the context's socket, which sock_addr programs may pass to the helper.
     let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk }.cast();
     // SAFETY: as above.
     let state = unsafe { socket_state(sk, false) };
     let decision = for_socket(state.as_deref());
     if decision.class == 0 {
-        if decision.exempt == 0 {
-            count_unselected(&dest);
+        if decision.exempt == 0
+            && let Some(set) = known.global
+        {
+            // A leak, or a pod not selected yet.
+            count(stat::UNSELECTED);
+            count_slot(SET_COUNTER | set, |c| &mut c.unselected);
         }
         return Verdict::Pass;
     }
-    let Some(target) = find(&decision, &dest, proto, port_be) else {
+    let Some(target) = known.target(&decision, &dest, proto, port_be) else {
         return Verdict::Pass;
     };
     let v6only = state
@@ -133,43 +144,81 @@ fn decide(
     verdict
 }
 
-/// The target for a destination: the scope's learned address, else the global address, else
-/// a static prefix; the first whose set the class routes on this port.
-#[inline(always)]
-fn find(decision: &Decision, dest: &[u8; 16], proto: u8, port_be: u16) -> Option<Target> {
-    let target = |set: u32| {
-        let key = TargetKey {
-            class: decision.class,
-            set,
-            proto,
-            reserved: 0,
-            port_be,
-        };
+/// What the maps know of a destination before anyone asks who connects.
+struct Known {
+    /// The set of its global entry (static addresses and the agent's own answers).
+    global: Option<u32>,
+    /// Some scope may have learned it: it has a marker, or markers are being checked.
+    learned: bool,
+    /// The set of the static prefix holding it (looked up only without a global entry, which
+    /// already includes the prefixes holding its address).
+    prefix: Option<u32>,
+}
+
+impl Known {
+    /// `None` when no rule routes `dest` for anyone.
+    #[inline(always)]
+    fn of(dest: &[u8; 16]) -> Option<Self> {
         // SAFETY: plain data written whole by userspace.
-        unsafe { TARGETS.get(key) }.copied()
-    };
-    if decision.scope != 0 {
-        let key = AddrKey {
-            scope: decision.scope,
+        let global = unsafe { ADDRESSES.get(dest) }.map(|known| known.set);
+        let marker = AddrKey {
+            scope: MARKER_SCOPE,
             addr: *dest,
         };
-        // SAFETY: plain data.
-        if let Some(learned) = unsafe { LEARNED.get(key) }
-            && let Some(found) = target(learned.set)
-        {
-            return Some(found);
+        let flags = config().map_or(0, |c| c.flags);
+        // SAFETY: plain data written by the learning program or the agent.
+        let learned = flags & config_flags::MARKERS_INCOMPLETE != 0
+            || unsafe { LEARNED.get(marker) }.is_some();
+        let prefix = if global.is_none() && flags & config_flags::HAS_CIDRS != 0 {
+            CIDRS.get(Key::new(128, *dest)).map(|prefix| prefix.set)
+        } else {
+            None
+        };
+        (global.is_some() || learned || prefix.is_some()).then_some(Self {
+            global,
+            learned,
+            prefix,
+        })
+    }
+
+    /// The target for a selected task: the scope's learned address, else the global address,
+    /// else a static prefix; the first whose set the class routes on this port.
+    #[inline(always)]
+    fn target(
+        &self,
+        decision: &Decision,
+        dest: &[u8; 16],
+        proto: u8,
+        port_be: u16,
+    ) -> Option<Target> {
+        let target = |set: u32| {
+            let key = TargetKey {
+                class: decision.class,
+                set,
+                proto,
+                reserved: 0,
+                port_be,
+            };
+            // SAFETY: plain data written whole by userspace.
+            unsafe { TARGETS.get(key) }.copied()
+        };
+        if self.learned && decision.scope != MARKER_SCOPE {
+            let key = AddrKey {
+                scope: decision.scope,
+                addr: *dest,
+            };
+            // SAFETY: plain data.
+            if let Some(learned) = unsafe { LEARNED.get(key) }
+                && let Some(found) = target(learned.set)
+            {
+                return Some(found);
+            }
         }
+        if let Some(set) = self.global {
+            return target(set);
+        }
+        self.prefix.and_then(target)
     }
-    // SAFETY: plain data.
-    if let Some(known) = unsafe { ADDRESSES.get(dest) } {
-        // Global sets include the static prefixes that contain the address.
-        return target(known.set);
-    }
-    if config().is_some_and(|c| c.flags & config_flags::HAS_CIDRS != 0) {
-        let prefix = CIDRS.get(Key::new(128, *dest))?;
-        return target(prefix.set);
-    }
-    None
 }
 
 /// What a target means for a socket of one family.
@@ -207,17 +256,6 @@ fn verdict(target: &Target, v4_socket: bool, v6only: bool, dest: &[u8; 16]) -> V
     count(stat::REFUSED);
     count_slot(target.counter, |c| &mut c.family_mismatch);
     Verdict::Refuse
-}
-
-/// Counts a connection of a task that is neither selected nor exempt to a routed address
-/// (globally and per set): a leak, or a pod not selected yet.
-#[inline(always)]
-fn count_unselected(dest: &[u8; 16]) {
-    // SAFETY: plain data.
-    if let Some(known) = unsafe { ADDRESSES.get(dest) } {
-        count(stat::UNSELECTED);
-        count_slot(SET_COUNTER | known.set, |c| &mut c.unselected);
-    }
 }
 
 /// `user_ip6` words (network order in memory) as bytes.

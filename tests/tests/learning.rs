@@ -429,6 +429,89 @@ fn learned_addresses_expire_after_ttl_plus_grace_and_status_shows_them() {
     );
 }
 
+/// How many markers (`LEARNED` entries under scope 0) the agent's pinned map holds.
+fn markers(agent: &Agent) -> usize {
+    let pin = agent.bpffs_dir.join("maps/v2/LEARNED");
+    let output = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&pin)
+        .output()
+        .unwrap_or_else(|err| panic!("bpftool map dump {}: {err}", pin.display()));
+    let entries: Vec<Value> = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("bpftool map dump {}: {err}", pin.display()));
+    entries
+        .iter()
+        .filter(|entry| {
+            entry["key"].as_array().is_some_and(|key| {
+                key.iter()
+                    .take(8)
+                    .all(|byte| byte.as_str().is_some_and(|b| b == "0x00"))
+            })
+        })
+        .count()
+}
+
+#[test]
+fn an_address_one_scope_drops_stays_routed_for_a_scope_that_holds_it() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let agent = sandbox.start_agent("'*.wild.test'", "2s");
+    let rounds = sandbox.run(Resolver::Glibc, "x.wild.test", 1, "any");
+    assert_no_leak(&agent, "selected", &rounds, &sandbox.world.selected);
+    assert_eq!(markers(&agent), 1, "one address learned: one marker");
+    // The neighbour keeps learning the address while the selected cgroup's entry expires.
+    let selected = sandbox.world.selected.path().to_string_lossy().into_owned();
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    loop {
+        let rounds = Resolver::Glibc.run(
+            &sandbox.neighbour,
+            &sandbox.dns,
+            "x.wild.test",
+            sandbox.greeters.port,
+            1,
+            "any",
+        );
+        assert_no_leak(&agent, "neighbour", &rounds, &sandbox.neighbour);
+        let rows = learned_rows(&agent, "127.2.0.1");
+        if !rows
+            .iter()
+            .any(|r| r["cgroup"].as_str().is_some_and(|c| selected.ends_with(c)))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expired: {rows:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // A sweep after the selected cgroup's entry went (resync is 1 s; the neighbour's lasts
+    // 3 s): the marker stays, and a connect with no new answer is still redirected.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(markers(&agent), 1, "the neighbour still holds the address");
+    assert_eq!(
+        Probe::run(&sandbox.neighbour, "tcp", &sandbox.greeter("127.2.0.1")).reply(),
+        "gateway",
+        "the neighbour's entry is still marked"
+    );
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
+    while markers(&agent) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the marker outlived every entry: {:?}",
+            learned_rows(&agent, "127.2.0.1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(learned_rows(&agent, "127.2.0.1").is_empty());
+    assert_eq!(
+        Probe::run(&sandbox.neighbour, "tcp", &sandbox.greeter("127.2.0.1"))
+            .reply()
+            .trim(),
+        "127.2.0.1",
+        "nothing holds it: direct"
+    );
+}
+
 /// Learns, stops the agent with `signal`, takes DNS down, starts the agent again and connects
 /// for 8 s to every address the workload had learned: none may go direct.
 fn restart_during_an_outage(signal: i32) {

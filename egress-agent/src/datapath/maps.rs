@@ -1,15 +1,19 @@
 //! Typed access to the pinned maps of this layout, shared by the engine and the CLI. Keys and
 //! values go through [`super::codec`]; every map operation's error names its map.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use aya::maps::{
     Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
     lpm_trie::LpmTrie,
 };
 use egress_common::{
-    AddrKey, AddrValue, CgroupEntry, CidrValue, Config, Counters, Label, LabelKey, PatternValue,
-    ResolvedKey, ResolverKey, TargetKey as RawTargetKey, maps as defs, maps::MapDef, stat,
+    AddrKey, AddrValue, CgroupEntry, CidrValue, Config, Counters, Label, LabelKey, MARKER_SCOPE,
+    PatternValue, ResolvedKey, ResolverKey, TargetKey as RawTargetKey, maps as defs, maps::MapDef,
+    source, stat,
 };
 use ipnet::IpNet;
 
@@ -172,12 +176,13 @@ impl Maps {
         self.addresses.delete(&codec::addr_bytes(addr))
     }
 
-    /// Learned addresses: (scope, address) → entry.
+    /// Learned addresses: (scope, address) → entry (markers left out).
     pub fn learned(&self) -> Result<BTreeMap<(u64, IpAddr), AddrEntry>, DatapathError> {
         Ok(self
             .learned
             .entries()?
             .into_iter()
+            .filter(|(key, _)| key.scope != MARKER_SCOPE)
             .filter_map(|(key, value)| {
                 Some((
                     (key.scope, codec::addr_of(key.addr)),
@@ -185,6 +190,35 @@ impl Maps {
                 ))
             })
             .collect())
+    }
+
+    /// The addresses with a marker: some scope learned them (see `source::MARKER`).
+    pub fn markers(&self) -> Result<BTreeSet<IpAddr>, DatapathError> {
+        Ok(self
+            .learned
+            .entries()?
+            .into_iter()
+            .filter(|(key, _)| key.scope == MARKER_SCOPE)
+            .map(|(key, _)| codec::addr_of(key.addr))
+            .collect())
+    }
+
+    /// Marks an address as learned by some scope.
+    pub fn put_marker(&mut self, addr: IpAddr) -> Result<(), DatapathError> {
+        let key = AddrKey {
+            scope: MARKER_SCOPE,
+            addr: codec::addr_bytes(addr),
+        };
+        let value = AddrValue {
+            source: source::MARKER,
+            ..AddrValue::default()
+        };
+        self.learned.put(&key, &value)
+    }
+
+    /// Removes an address's marker.
+    pub fn delete_marker(&mut self, addr: IpAddr) -> Result<(), DatapathError> {
+        self.delete_learned(MARKER_SCOPE, addr)
     }
 
     /// Stores a learned address (the kernel writes these; the agent carries them across layout

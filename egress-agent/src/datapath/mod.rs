@@ -12,6 +12,7 @@ pub use error::DatapathError;
 pub use loader::{Attachment, Loaded, attachments, load, preflight, uninstall};
 pub use maps::Maps;
 pub use migrate::{Carried, carry_over};
+pub use sys::wait_for_programs;
 
 /// The eBPF object built by build.rs.
 pub(crate) static OBJECT: &[u8] =

@@ -8,6 +8,9 @@
 //!   id to list its maps (`BPF_PROG_GET_FD_BY_ID`), which needs `CAP_SYS_ADMIN`.
 //! * `BPF_LINK_CREATE` and `BPF_OBJ_PIN` for the setsockopt hook: aya 0.14 cannot turn a
 //!   sockopt link into a pinnable one.
+//!
+//! And one that is not `bpf()`: `membarrier(MEMBARRIER_CMD_GLOBAL)`, which waits for an RCU
+//! grace period, so for every program run that started before it (see [`wait_for_programs`]).
 
 use std::{
     ffi::CString,
@@ -142,4 +145,22 @@ fn bpf(command: libc::c_long, attr: &mut [u32]) -> std::io::Result<libc::c_long>
     } else {
         Ok(rc)
     }
+}
+
+/// `MEMBARRIER_CMD_GLOBAL`.
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+
+/// Waits until every eBPF program run that started before the call has finished.
+///
+/// The hooks run inside RCU read-side sections, and `MEMBARRIER_CMD_GLOBAL` is
+/// `synchronize_rcu()`, so a map write made before the call is seen by every later run. It
+/// needs no privilege; it fails on `nohz_full` kernels (`EINVAL`), and on a single CPU the
+/// kernel returns at once.
+pub fn wait_for_programs() -> std::io::Result<()> {
+    // SAFETY: a syscall without pointers.
+    let ret = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

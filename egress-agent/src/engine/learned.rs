@@ -1,15 +1,33 @@
 //! Expiring what the kernel learned from DNS answers: an address goes when its TTL plus grace
 //! ran out, when its scope (a selected cgroup entry) is no longer selected, or when its
 //! hostname pattern is no longer configured. What stays is summarised for status.
+//!
+//! Each learned address also has a marker (an entry under `MARKER_SCOPE`) that lets connects
+//! to everything else pass without asking who connects. The kernel writes a marker after its
+//! entry; the agent removes the markers of addresses no scope holds any more, like this:
+//!
+//! 1. set `MARKERS_INCOMPLETE` (the hooks then look up the scope's entry whatever the marker
+//!    says) and wait for the program runs that started before it;
+//! 2. remove the stale markers;
+//! 3. read the learned entries again and mark any address that lacks its marker (the kernel
+//!    may have learned it again between the first read and step 2);
+//! 4. clear `MARKERS_INCOMPLETE`.
+//!
+//! At start the flag stays set until step 3 has run once, for entries an older agent learned
+//! without markers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
-use egress_common::label_kind;
+use egress_common::{config_flags, label_kind};
+use tracing::{debug, warn};
 
 use super::reconcile::Installed;
 use crate::{
     cgroupfs::Hierarchy,
-    datapath::{DatapathError, Maps},
+    datapath::{self, DatapathError, Maps},
     route::Entry,
 };
 
@@ -30,24 +48,27 @@ pub(crate) struct LearnedGroup {
 /// those that stay.
 pub(crate) fn expire(
     maps: &mut Maps,
-    installed: &Installed,
+    installed: &mut Installed,
     hierarchy: &Hierarchy,
     now_ns: u64,
 ) -> Result<(usize, Vec<LearnedGroup>), DatapathError> {
     let patterns: BTreeSet<u32> = installed.patterns.values().copied().collect();
     let mut removed = 0;
     let mut groups: BTreeMap<(u32, u64), (usize, u64)> = BTreeMap::new();
+    let mut live = BTreeSet::new();
     for ((scope, addr), entry) in maps.learned()? {
         let selected = matches!(installed.cgroups.get(&scope), Some(Entry::Selected(_)));
         if entry.expires_ns < now_ns || !selected || !patterns.contains(&entry.set) {
             maps.delete_learned(scope, addr)?;
             removed += 1;
         } else {
+            live.insert(addr);
             let group = groups.entry((entry.set, scope)).or_default();
             group.0 += 1;
             group.1 = group.1.max(entry.expires_ns);
         }
     }
+    sweep_markers(maps, installed, &live)?;
     if groups.is_empty() {
         return Ok((removed, Vec::new()));
     }
@@ -66,4 +87,73 @@ pub(crate) fn expire(
         })
         .collect();
     Ok((removed, summary))
+}
+
+/// Removes the markers of addresses not in `live` (no scope holds them) and marks those in it
+/// that lack one (see the module's steps).
+fn sweep_markers(
+    maps: &mut Maps,
+    installed: &mut Installed,
+    live: &BTreeSet<IpAddr>,
+) -> Result<(), DatapathError> {
+    let marked = maps.markers()?;
+    let stale: Vec<IpAddr> = marked.difference(live).copied().collect();
+    if stale.is_empty() {
+        return mark(maps, installed, live, &marked);
+    }
+    set_complete(maps, installed, false)?;
+    if let Err(err) = datapath::wait_for_programs() {
+        // Without the wait a hook may still trust a marker about to go; keep them all.
+        warn!(error = %err, stale = stale.len(), "cannot wait for running programs; stale markers stay");
+        return mark(maps, installed, live, &marked);
+    }
+    for addr in &stale {
+        maps.delete_marker(*addr)?;
+    }
+    debug!(removed = stale.len(), "stale markers removed");
+    check_markers(maps, installed)
+}
+
+/// Marks every learned address that lacks a marker and clears `MARKERS_INCOMPLETE`: step 3
+/// and 4 of a sweep, and the check at start (after the programs are attached).
+pub(crate) fn check_markers(
+    maps: &mut Maps,
+    installed: &mut Installed,
+) -> Result<(), DatapathError> {
+    let live: BTreeSet<IpAddr> = maps.learned()?.into_keys().map(|(_, addr)| addr).collect();
+    let marked = maps.markers()?;
+    mark(maps, installed, &live, &marked)
+}
+
+/// Marks the addresses of `live` not in `marked`; then the markers are complete.
+fn mark(
+    maps: &mut Maps,
+    installed: &mut Installed,
+    live: &BTreeSet<IpAddr>,
+    marked: &BTreeSet<IpAddr>,
+) -> Result<(), DatapathError> {
+    for addr in live.difference(marked) {
+        maps.put_marker(*addr)?;
+    }
+    set_complete(maps, installed, true)
+}
+
+/// Writes `MARKERS_INCOMPLETE` as `complete` says, when it changes.
+fn set_complete(
+    maps: &mut Maps,
+    installed: &mut Installed,
+    complete: bool,
+) -> Result<(), DatapathError> {
+    installed.markers_complete = complete;
+    let mut config = installed.config;
+    if complete {
+        config.flags &= !config_flags::MARKERS_INCOMPLETE;
+    } else {
+        config.flags |= config_flags::MARKERS_INCOMPLETE;
+    }
+    if config != installed.config {
+        maps.put_config(&config)?;
+        installed.config = config;
+    }
+    Ok(())
 }

@@ -318,11 +318,28 @@ impl Engine {
                 .unwrap_or_default();
             loaded.attach(&self.pins, &at).map_err(EngineError::from)
         });
+        let attached = attached.and_then(|()| self.check_markers());
         if attached.is_err() {
             // Load and attach again next time (the maps keep what was written).
             self.attached = None;
         }
         attached
+    }
+
+    /// Once the programs are attached and the older ones' runs are over: marks what was
+    /// learned without a marker (by an agent from before markers), then lets the hooks trust
+    /// markers.
+    fn check_markers(&mut self) -> Result<(), EngineError> {
+        let Some(attached) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        if let Err(err) = datapath::wait_for_programs() {
+            // The flag stays set: every selected connect looks up its scope, as before markers.
+            warn!(error = %err, "cannot wait for running programs; learned-address markers unused");
+            return Ok(());
+        }
+        learned::check_markers(&mut attached.maps, &mut attached.installed)?;
+        Ok(())
     }
 
     /// Computes the desired state and writes it by diff; persists the resolver's answers.
@@ -416,7 +433,7 @@ impl Engine {
         };
         match learned::expire(
             &mut attached.maps,
-            &attached.installed,
+            &mut attached.installed,
             &self.hierarchy,
             clock::monotonic_ns(),
         ) {

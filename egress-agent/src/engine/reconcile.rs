@@ -37,6 +37,9 @@ pub(crate) struct Installed {
     pub(crate) trusted: BTreeSet<std::net::SocketAddr>,
     pub(crate) labels: BTreeMap<(u32, u32), String>,
     pub(crate) counters: BTreeSet<u32>,
+    /// Every learned address has its marker (checked since this agent started); until then
+    /// `CONFIG` carries `MARKERS_INCOMPLETE`.
+    pub(crate) markers_complete: bool,
 }
 
 impl Installed {
@@ -66,6 +69,7 @@ impl Installed {
             trusted: maps.trusted()?.into_iter().collect(),
             labels,
             counters: maps.counters()?.into_keys().collect(),
+            markers_complete: false,
         })
     }
 }
@@ -277,6 +281,7 @@ fn cgroups(
         &desired.settings,
         name_seed,
         changes.cgroups > 0,
+        installed.markers_complete,
     );
     if config != installed.config {
         maps.put_config(&config)?;
@@ -357,7 +362,13 @@ fn upsert<K: Ord + Clone, V: PartialEq + Clone>(
 }
 
 /// The `CONFIG` value for `settings`: the seed kept, the generation bumped when cgroups changed.
-fn config_value(current: &Config, settings: &Settings, name_seed: u64, bump: bool) -> Config {
+fn config_value(
+    current: &Config,
+    settings: &Settings,
+    name_seed: u64,
+    bump: bool,
+    markers_complete: bool,
+) -> Config {
     let mut dns_ports_be = [0; egress_common::limits::DNS_PORTS];
     for (slot, port) in dns_ports_be.iter_mut().zip(&settings.dns_ports) {
         *slot = port.to_be();
@@ -368,6 +379,9 @@ fn config_value(current: &Config, settings: &Settings, name_seed: u64, bump: boo
     }
     if settings.has_cidrs {
         flags |= egress_common::config_flags::HAS_CIDRS;
+    }
+    if !markers_complete {
+        flags |= egress_common::config_flags::MARKERS_INCOMPLETE;
     }
     Config {
         generation: current.generation + u64::from(bump),
