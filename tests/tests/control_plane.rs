@@ -439,6 +439,8 @@ fn watches_survive_gone_failures_and_pages_without_losing_state() {
     wait("selected", || {
         cgroup_ids(&agent).contains(&(app.pod.id(), "selected".into()))
     });
+    // The hostname's route arrives with the agent's first answer, possibly after the cgroup.
+    wait("routed", || !agent.routes().is_empty());
     let routes = agent.routes();
 
     // The policy API fails for a while, and every watch is told its position is gone.
