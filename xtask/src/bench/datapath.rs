@@ -14,6 +14,7 @@ use anyhow::Context as _;
 
 use super::{
     env::{self, Agent, BpfStats, PodTree},
+    floor::BareConnect4,
     median,
     peers::{self, Iptables, ROUTED, Sidecar},
 };
@@ -70,10 +71,12 @@ impl DatapathResult {
 }
 
 /// A way of getting a connection to its destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Mechanism {
+    #[default]
     Direct,
     HookMiss,
+    HookUnselectedMiss,
     HookUnselected,
     HookRedirect,
     NftMap,
@@ -88,6 +91,7 @@ impl Mechanism {
         match self {
             Self::Direct => "direct (no hook)",
             Self::HookMiss => "hook attached, destination not routed",
+            Self::HookUnselectedMiss => "hook attached, task not selected, destination not routed",
             Self::HookUnselected => "hook attached, routed, task not selected",
             Self::HookRedirect => "hook redirect",
             Self::NftMap => "nftables map DNAT",
@@ -106,12 +110,16 @@ pub(crate) struct Row {
     pub(crate) micros: Vec<f64>,
 }
 
-/// connect4's ns per call on one path at one number of routes.
-#[derive(Clone, Debug)]
+/// connect4's ns per call on one path at one number of routes, with what the bare program
+/// ([`BareConnect4`]) and `sock_create` cost per call in the same samples; one value per
+/// sample each.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ProgramRow {
     pub(crate) path: Mechanism,
     pub(crate) routes: usize,
     pub(crate) nanos: Vec<f64>,
+    pub(crate) floor: Vec<f64>,
+    pub(crate) socket: Vec<f64>,
 }
 
 /// What this part measured.
@@ -168,11 +176,15 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
     let agent = Agent::start("egress-bench", &config(&tree, port, 1), &[])?;
     agent.wait_log("routes=1 ", Duration::from_mins(1))?;
     let stats = BpfStats::enable()?;
-    let connect4 = agent.program_id("connect4")?;
+    let bare = BareConnect4::attach(tree.root.path())?;
     let mut runner = Runner {
         tree: &tree,
         port,
-        connect4,
+        programs: [
+            agent.program_id("connect4")?,
+            bare.id,
+            agent.program_id("sock_create")?,
+        ],
         counts: Vec::new(),
         result: DatapathResult {
             rows: Vec::new(),
@@ -198,6 +210,7 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
     // The transactions are to the echo server's port: route that one alone.
     agent.write_config(&config(&tree, echo, 1))?;
     agent.wait_log("routes=1 ", Duration::from_mins(5))?;
+    drop(bare);
     runner.result.tps = tps(&tree, echo)?;
     drop((stats, agent));
     Ok(runner.result)
@@ -206,7 +219,8 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
 struct Runner<'a> {
     tree: &'a PodTree,
     port: u16,
-    connect4: u64,
+    /// `connect4`, the bare program, `sock_create`.
+    programs: [u64; 3],
     /// Calibrated connection counts per (mechanism, scale).
     counts: Vec<((Mechanism, usize), u32)>,
     result: DatapathResult,
@@ -217,6 +231,7 @@ impl Runner<'_> {
         let hooks = [
             Mechanism::Direct,
             Mechanism::HookMiss,
+            Mechanism::HookUnselectedMiss,
             Mechanism::HookUnselected,
             Mechanism::HookRedirect,
         ];
@@ -276,14 +291,16 @@ impl Runner<'_> {
         let (cgroup, target) = match mechanism {
             Mechanism::Direct => (&tree.outside, format!("127.0.0.1:{}", self.port)),
             Mechanism::HookMiss => (&tree.selected, format!("127.0.0.1:{}", self.port)),
+            Mechanism::HookUnselectedMiss => (&tree.unselected, format!("127.0.0.1:{}", self.port)),
             Mechanism::HookUnselected => (&tree.unselected, format!("{ROUTED}:{}", self.port)),
             Mechanism::HookRedirect => (&tree.selected, format!("{ROUTED}:{}", self.port)),
             _ => (&tree.outside, format!("{ROUTED}:{}", self.port)),
         };
         let count = self.count(mechanism, scale, cgroup, &target)?;
-        let before = BpfStats::read(self.connect4)?;
+        let read = |ids: [u64; 3]| ids.map(BpfStats::read);
+        let before = read(self.programs);
         let micros = env::crr(cgroup, &target, count)?;
-        let after = BpfStats::read(self.connect4)?;
+        let after = read(self.programs);
         println!(
             "bench: {} at {scale}: {micros:.1} us/connection ({count} connections)",
             mechanism.name()
@@ -291,23 +308,32 @@ impl Runner<'_> {
         push_row(&mut self.result.rows, mechanism, scale, micros);
         let hooked = matches!(
             mechanism,
-            Mechanism::HookMiss | Mechanism::HookUnselected | Mechanism::HookRedirect
+            Mechanism::HookMiss
+                | Mechanism::HookUnselectedMiss
+                | Mechanism::HookUnselected
+                | Mechanism::HookRedirect
         );
-        let nanos = BpfStats::per_call(before, after);
+        let [nanos, floor, socket] = [0, 1, 2].map(|i| match (&before[i], &after[i]) {
+            (Ok(before), Ok(after)) => BpfStats::per_call(*before, *after),
+            _ => f64::NAN,
+        });
         if hooked && PROGRAM_SCALES.contains(&scale) && nanos.is_finite() {
-            match self
-                .result
-                .program
-                .iter_mut()
-                .find(|r| r.path == mechanism && r.routes == scale)
-            {
-                Some(row) => row.nanos.push(nanos),
-                None => self.result.program.push(ProgramRow {
-                    path: mechanism,
-                    routes: scale,
-                    nanos: vec![nanos],
-                }),
-            }
+            let programs = &mut self.result.program;
+            let index = programs
+                .iter()
+                .position(|r| r.path == mechanism && r.routes == scale)
+                .unwrap_or_else(|| {
+                    programs.push(ProgramRow {
+                        path: mechanism,
+                        routes: scale,
+                        ..ProgramRow::default()
+                    });
+                    programs.len() - 1
+                });
+            let row = &mut programs[index];
+            row.nanos.push(nanos);
+            row.floor.push(floor);
+            row.socket.push(socket);
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ mod control;
 mod datapath;
 mod dns;
 mod env;
+mod floor;
 mod peers;
 mod plot;
 mod report;
