@@ -427,11 +427,17 @@ fn remember(parse: &Parse, addr: [u8; 16], ttl: u32, config: &Config) {
     }
     // The marker after the entry: the agent's marker sweep relies on this order. An entry
     // without its marker would be invisible to connects, so it goes if the marker cannot be
-    // written.
+    // written. A marker present stays as it is (its value is never read): if the agent
+    // removes it after this check, the sweep's second read finds the entry and marks it.
     let marker_key = AddrKey {
         scope: MARKER_SCOPE,
         addr,
     };
+    // SAFETY: plain data.
+    if unsafe { LEARNED.get(marker_key) }.is_some() {
+        count(stat::LEARNED);
+        return;
+    }
     let marker_value = AddrValue {
         source: source::MARKER,
         ..value

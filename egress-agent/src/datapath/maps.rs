@@ -23,6 +23,9 @@ use crate::{
     route::{AddrEntry, Entry, Target, TargetKey},
 };
 
+/// Learned entries by (scope, address).
+pub type LearnedEntries = BTreeMap<(u64, IpAddr), AddrEntry>;
+
 /// A hash map of this layout, with errors that name it.
 struct Table<K: aya::Pod, V: aya::Pod> {
     def: MapDef,
@@ -177,30 +180,24 @@ impl Maps {
     }
 
     /// Learned addresses: (scope, address) → entry (markers left out).
-    pub fn learned(&self) -> Result<BTreeMap<(u64, IpAddr), AddrEntry>, DatapathError> {
-        Ok(self
-            .learned
-            .entries()?
-            .into_iter()
-            .filter(|(key, _)| key.scope != MARKER_SCOPE)
-            .filter_map(|(key, value)| {
-                Some((
-                    (key.scope, codec::addr_of(key.addr)),
-                    codec::addr_entry_of(&value)?,
-                ))
-            })
-            .collect())
+    pub fn learned(&self) -> Result<LearnedEntries, DatapathError> {
+        Ok(self.learned_and_markers()?.0)
     }
 
-    /// The addresses with a marker: some scope learned them (see `source::MARKER`).
-    pub fn markers(&self) -> Result<BTreeSet<IpAddr>, DatapathError> {
-        Ok(self
-            .learned
-            .entries()?
-            .into_iter()
-            .filter(|(key, _)| key.scope == MARKER_SCOPE)
-            .map(|(key, _)| codec::addr_of(key.addr))
-            .collect())
+    /// Learned addresses, and the addresses with a marker (some scope learned them; see
+    /// `source::MARKER`), from one pass over the map.
+    pub fn learned_and_markers(&self) -> Result<(LearnedEntries, BTreeSet<IpAddr>), DatapathError> {
+        let mut learned = BTreeMap::new();
+        let mut markers = BTreeSet::new();
+        for (key, value) in self.learned.entries()? {
+            let addr = codec::addr_of(key.addr);
+            if key.scope == MARKER_SCOPE {
+                markers.insert(addr);
+            } else if let Some(entry) = codec::addr_entry_of(&value) {
+                learned.insert((key.scope, addr), entry);
+            }
+        }
+        Ok((learned, markers))
     }
 
     /// Marks an address as learned by some scope.

@@ -10,7 +10,7 @@ mod sys;
 
 pub use error::DatapathError;
 pub use loader::{Attachment, Loaded, attachments, load, preflight, uninstall};
-pub use maps::Maps;
+pub use maps::{LearnedEntries, Maps};
 pub use migrate::{Carried, carry_over};
 pub use sys::wait_for_programs;
 

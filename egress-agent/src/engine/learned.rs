@@ -56,7 +56,8 @@ pub(crate) fn expire(
     let mut removed = 0;
     let mut groups: BTreeMap<(u32, u64), (usize, u64)> = BTreeMap::new();
     let mut live = BTreeSet::new();
-    for ((scope, addr), entry) in maps.learned()? {
+    let (learned, marked) = maps.learned_and_markers()?;
+    for ((scope, addr), entry) in learned {
         let selected = matches!(installed.cgroups.get(&scope), Some(Entry::Selected(_)));
         if entry.expires_ns < now_ns || !selected || !patterns.contains(&entry.set) {
             maps.delete_learned(scope, addr)?;
@@ -68,7 +69,7 @@ pub(crate) fn expire(
             group.1 = group.1.max(entry.expires_ns);
         }
     }
-    sweep_markers(maps, installed, &live)?;
+    sweep_markers(maps, installed, &live, &marked)?;
     if groups.is_empty() {
         return Ok((removed, Vec::new()));
     }
@@ -95,17 +96,17 @@ fn sweep_markers(
     maps: &mut Maps,
     installed: &mut Installed,
     live: &BTreeSet<IpAddr>,
+    marked: &BTreeSet<IpAddr>,
 ) -> Result<(), DatapathError> {
-    let marked = maps.markers()?;
     let stale: Vec<IpAddr> = marked.difference(live).copied().collect();
     if stale.is_empty() {
-        return mark(maps, installed, live, &marked);
+        return mark(maps, installed, live, marked);
     }
     set_complete(maps, installed, false)?;
     if let Err(err) = datapath::wait_for_programs() {
         // Without the wait a hook may still trust a marker about to go; keep them all.
         warn!(error = %err, stale = stale.len(), "cannot wait for running programs; stale markers stay");
-        return mark(maps, installed, live, &marked);
+        return mark(maps, installed, live, marked);
     }
     for addr in &stale {
         maps.delete_marker(*addr)?;
@@ -120,8 +121,8 @@ pub(crate) fn check_markers(
     maps: &mut Maps,
     installed: &mut Installed,
 ) -> Result<(), DatapathError> {
-    let live: BTreeSet<IpAddr> = maps.learned()?.into_keys().map(|(_, addr)| addr).collect();
-    let marked = maps.markers()?;
+    let (learned, marked) = maps.learned_and_markers()?;
+    let live: BTreeSet<IpAddr> = learned.into_keys().map(|(_, addr)| addr).collect();
     mark(maps, installed, &live, &marked)
 }
 
