@@ -100,12 +100,10 @@ fn decide(
     let state = unsafe { socket_state(sk, false) };
     let decision = for_socket(state.as_deref());
     if decision.class == 0 {
-        if decision.exempt == 0
-            && let Some(set) = known.global
-        {
+        if decision.exempt == 0 && known.global {
             // A leak, or a pod not selected yet.
             count(stat::UNSELECTED);
-            count_slot(SET_COUNTER | set, |c| &mut c.unselected);
+            count_slot(SET_COUNTER | known.global_set, |c| &mut c.unselected);
         }
         return Verdict::Pass;
     }
@@ -145,14 +143,21 @@ fn decide(
 }
 
 /// What the maps know of a destination before anyone asks who connects.
+///
+/// Plain fields, each written on every path: an `Option` would leave its payload unwritten
+/// when `None`, and the 5.10 and 6.1 verifiers reject the read of a stack slot the compiler
+/// then shares between both paths.
 struct Known {
-    /// The set of its global entry (static addresses and the agent's own answers).
-    global: Option<u32>,
+    /// Whether it has a global entry (static addresses and the agent's own answers), and its
+    /// set.
+    global: bool,
+    global_set: u32,
     /// Some scope may have learned it: it has a marker, or markers are being checked.
     learned: bool,
-    /// The set of the static prefix holding it (looked up only without a global entry, which
-    /// already includes the prefixes holding its address).
-    prefix: Option<u32>,
+    /// Whether a static prefix holds it (looked up only without a global entry, which already
+    /// includes the prefixes holding its address), and the prefix's set.
+    prefix: bool,
+    prefix_set: u32,
 }
 
 impl Known {
@@ -160,7 +165,10 @@ impl Known {
     #[inline(always)]
     fn of(dest: &[u8; 16]) -> Option<Self> {
         // SAFETY: plain data written whole by userspace.
-        let global = unsafe { ADDRESSES.get(dest) }.map(|known| known.set);
+        let (global, global_set) = match unsafe { ADDRESSES.get(dest) } {
+            Some(known) => (true, known.set),
+            None => (false, 0),
+        };
         let marker = AddrKey {
             scope: MARKER_SCOPE,
             addr: *dest,
@@ -169,15 +177,20 @@ impl Known {
         // SAFETY: plain data written by the learning program or the agent.
         let learned = flags & config_flags::MARKERS_INCOMPLETE != 0
             || unsafe { LEARNED.get(marker) }.is_some();
-        let prefix = if global.is_none() && flags & config_flags::HAS_CIDRS != 0 {
-            CIDRS.get(Key::new(128, *dest)).map(|prefix| prefix.set)
+        let (prefix, prefix_set) = if !global && flags & config_flags::HAS_CIDRS != 0 {
+            match CIDRS.get(Key::new(128, *dest)) {
+                Some(prefix) => (true, prefix.set),
+                None => (false, 0),
+            }
         } else {
-            None
+            (false, 0)
         };
-        (global.is_some() || learned || prefix.is_some()).then_some(Self {
+        (global || learned || prefix).then_some(Self {
             global,
+            global_set,
             learned,
             prefix,
+            prefix_set,
         })
     }
 
@@ -214,10 +227,13 @@ impl Known {
                 return Some(found);
             }
         }
-        if let Some(set) = self.global {
-            return target(set);
+        if self.global {
+            return target(self.global_set);
         }
-        self.prefix.and_then(target)
+        if self.prefix {
+            return target(self.prefix_set);
+        }
+        None
     }
 }
 
