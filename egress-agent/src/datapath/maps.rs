@@ -233,6 +233,26 @@ impl Maps {
         self.learned.put(&key, &codec::addr_value(entry))
     }
 
+    /// Removes a learned address if it expired before `now_ns`, read again right before the
+    /// removal (an answer may have renewed it since the caller's pass over the map read it).
+    /// Returns whether it went.
+    pub fn delete_learned_if_expired(
+        &mut self,
+        scope: u64,
+        addr: IpAddr,
+        now_ns: u64,
+    ) -> Result<bool, DatapathError> {
+        let key = AddrKey {
+            scope,
+            addr: codec::addr_bytes(addr),
+        };
+        match self.learned.get(&key)? {
+            Some(value) if value.expires_ns >= now_ns => Ok(false),
+            Some(_) => self.learned.delete(&key).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Removes a learned address.
     pub fn delete_learned(&mut self, scope: u64, addr: IpAddr) -> Result<(), DatapathError> {
         self.learned.delete(&AddrKey {

@@ -59,8 +59,13 @@ pub(crate) fn expire(
     let (learned, marked) = maps.learned_and_markers()?;
     for ((scope, addr), entry) in learned {
         let selected = matches!(installed.cgroups.get(&scope), Some(Entry::Selected(_)));
-        if entry.expires_ns < now_ns || !selected || !patterns.contains(&entry.set) {
+        let gone = if !selected || !patterns.contains(&entry.set) {
             maps.delete_learned(scope, addr)?;
+            true
+        } else {
+            entry.expires_ns < now_ns && maps.delete_learned_if_expired(scope, addr, now_ns)?
+        };
+        if gone {
             removed += 1;
         } else {
             live.insert(addr);
