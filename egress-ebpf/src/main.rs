@@ -21,6 +21,7 @@
     reason = "the program macros hand each hook its context by value"
 )]
 
+mod addr;
 mod dns;
 mod learn;
 mod maps;

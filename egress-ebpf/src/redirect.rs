@@ -21,11 +21,12 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::SockAddrContext};
 use egress_common::{
     AddrKey, Decision, MARKER_SCOPE, Reverse, SET_COUNTER, Target, TargetKey, config_flags,
-    is_v4_mapped, socket_flags, stat, target_flags, v4_mapped, v4_unmapped,
+    is_v4_mapped, socket_flags, stat, target_flags, v4_unmapped,
 };
 
 use crate::{
     ALLOW, DENY,
+    addr::{ip6_bytes, ip6_words, mapped},
     maps::{ADDRESSES, CIDRS, LEARNED, TARGETS, config, count, count_slot, socket_state},
     select::{self, for_socket},
 };
@@ -46,7 +47,7 @@ enum Verdict {
 pub(crate) fn try_redirect4(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: the kernel passes a valid context for the life of the program.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let dest = v4_mapped(sa.user_ip4.to_ne_bytes());
+    let dest = mapped(sa.user_ip4);
     let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
     let proto = u8::try_from(sa.protocol).map_err(|_| ALLOW)?;
     match decide(ctx, true, dest, port_be, proto) {
@@ -248,7 +249,7 @@ fn verdict(target: &Target, v4_socket: bool, v6only: bool, dest: &[u8; 16]) -> V
         count_slot(target.counter, |c| &mut c.refused);
         return Verdict::Refuse;
     }
-    let v4 = v4_mapped(target.gateway4);
+    let v4 = mapped(u32::from_ne_bytes(target.gateway4));
     let gateway = if v4_socket {
         target.has_v4().then_some(v4)
     } else if is_v4_mapped(dest) {
@@ -272,30 +273,4 @@ fn verdict(target: &Target, v4_socket: bool, v6only: bool, dest: &[u8; 16]) -> V
     count(stat::REFUSED);
     count_slot(target.counter, |c| &mut c.family_mismatch);
     Verdict::Refuse
-}
-
-/// `user_ip6` words (network order in memory) as bytes.
-#[inline(always)]
-pub(crate) fn ip6_bytes(words: &[u32; 4]) -> [u8; 16] {
-    let [a, b, c, d] = [
-        words[0].to_ne_bytes(),
-        words[1].to_ne_bytes(),
-        words[2].to_ne_bytes(),
-        words[3].to_ne_bytes(),
-    ];
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
-        d[3],
-    ]
-}
-
-/// Bytes as `user_ip6` words.
-#[inline(always)]
-pub(crate) fn ip6_words(bytes: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-        u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
-        u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
-        u32::from_ne_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
-    ]
 }

@@ -5,19 +5,19 @@
 //! in the socket's own storage, so they last exactly as long as the socket.
 
 use aya_ebpf::programs::SockAddrContext;
-use egress_common::{Reverse, socket_flags, stat, v4_mapped, v4_unmapped};
+use egress_common::{Reverse, socket_flags, stat, v4_unmapped};
 
 use crate::{
     ALLOW,
+    addr::{ip6_bytes, ip6_words, mapped},
     maps::{count, count_slot, socket_state},
-    redirect::{ip6_bytes, ip6_words},
 };
 
 #[inline(always)]
 pub(crate) fn try_reverse4(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: the kernel passes a valid context for the life of the program.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let peer = v4_mapped(sa.user_ip4.to_ne_bytes());
+    let peer = mapped(sa.user_ip4);
     let port_be = u16::try_from(sa.user_port).map_err(|_| ALLOW)?;
     if let Some((original, original_port_be)) = original(ctx, &peer, port_be)
         && let Some(addr) = v4_unmapped(&original)
