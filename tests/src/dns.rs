@@ -26,10 +26,7 @@ impl DnsServer {
         let dir = std::env::temp_dir().join(crate::unique("dns"));
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .unwrap_or_else(|err| panic!("free udp port: {err}"))
-            .port();
+        let port = restartable_port();
         let mut server = Self {
             dir,
             port,
@@ -166,4 +163,28 @@ impl Drop for DnsServer {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A UDP port on 127.0.0.1, free now, below the kernel's ephemeral range: dnsmasq is stopped
+/// and started again on it, and a port from that range can meanwhile go to any other test's
+/// client socket (then dnsmasq cannot bind and never answers).
+fn restartable_port() -> u16 {
+    const LOW: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOW).max(1);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for attempt in 0..1_000_u32 {
+        let port = LOW + seed.wrapping_add(attempt.wrapping_mul(7_919)) % span;
+        let port = u16::try_from(port).expect("below the ephemeral range");
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no UDP port free below {ephemeral}");
 }
