@@ -20,6 +20,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    os::unix::fs::DirEntryExt as _,
     path::{Path, PathBuf},
 };
 
@@ -30,11 +31,20 @@ use tracing::{debug, warn};
 /// How deep below a walk root pod and container cgroups are looked for.
 const MAX_DEPTH: usize = 8;
 
+/// A cgroup found by a walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Found {
+    path: PathBuf,
+    /// Its cgroup id: the directory's inode number, which the directory entry carries (so a
+    /// walk costs no `stat` per pod).
+    id: u64,
+}
+
 /// Pod and container cgroups found in one walk.
 #[derive(Clone, Debug, Default)]
 pub struct PodCgroups {
-    pods: HashMap<String, PathBuf>,
-    containers: HashMap<String, PathBuf>,
+    pods: HashMap<String, Found>,
+    containers: HashMap<String, Found>,
     /// Directories worth an inotify watch: those holding pod or container cgroups, and the
     /// kubelet's own (`*kubepods*`, `*kubelet*`).
     parents: BTreeSet<PathBuf>,
@@ -62,12 +72,16 @@ impl PodCgroups {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let path = entry.path();
+            let found = || Found {
+                path: path.clone(),
+                id: entry.ino(),
+            };
             if let Some(uid) = pod_uid_of(&name) {
                 self.parents.insert(dir.to_owned());
-                self.pods.insert(uid, path);
+                self.pods.insert(uid, found());
             } else if let Some(id) = container_id_of(&name) {
                 self.parents.insert(dir.to_owned());
-                self.containers.insert(id, path);
+                self.containers.insert(id, found());
             } else if depth < MAX_DEPTH {
                 if name.contains("kubepods") || name.contains("kubelet") {
                     self.parents.insert(path.clone());
@@ -80,13 +94,29 @@ impl PodCgroups {
     /// The cgroups of a pod: its pod cgroup, else (no pod cgroup, as with
     /// `cgroupsPerQOS=false`) its containers' cgroups. Empty when none is found.
     pub fn of(&self, uid: &str, container_ids: &[String]) -> Vec<PathBuf> {
-        if let Some(path) = self.pods.get(uid) {
-            return vec![path.clone()];
-        }
-        container_ids
-            .iter()
-            .filter_map(|id| self.containers.get(id).cloned())
+        self.found(uid, container_ids)
+            .map(|found| found.path.clone())
             .collect()
+    }
+
+    /// The cgroup ids of [`PodCgroups::of`]'s cgroups, as the walk saw them.
+    pub fn ids_of(&self, uid: &str, container_ids: &[String]) -> Vec<u64> {
+        self.found(uid, container_ids)
+            .map(|found| found.id)
+            .collect()
+    }
+
+    fn found<'a>(
+        &'a self,
+        uid: &str,
+        container_ids: &'a [String],
+    ) -> impl Iterator<Item = &'a Found> {
+        let pod = self.pods.get(uid);
+        let containers = container_ids
+            .iter()
+            .filter(move |_| pod.is_none())
+            .filter_map(|id| self.containers.get(id));
+        pod.into_iter().chain(containers)
     }
 
     /// The directories to watch for new pod cgroups.

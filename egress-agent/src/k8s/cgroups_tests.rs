@@ -102,3 +102,24 @@ fn without_pod_cgroups_the_containers_are_selected() {
     );
     assert!(found.of(UID, &[]).is_empty());
 }
+
+#[test]
+fn ids_are_the_directories_inode_numbers() {
+    use std::os::unix::fs::MetadataExt as _;
+    let pod = format!("kubepods/burstable/pod{UID}");
+    let container = format!("system.slice/cri-containerd-{CONTAINER}.scope");
+    let root = tree(&[&pod, &container]);
+    let found = PodCgroups::scan(&[root.path().to_owned()]);
+    let ino = |path: &str| {
+        std::fs::metadata(root.path().join(path))
+            .expect("stat")
+            .ino()
+    };
+    assert_eq!(found.ids_of(UID, &[]), [ino(&pod)]);
+    assert_eq!(
+        found.ids_of("another", &[CONTAINER.to_owned()]),
+        [ino(&container)],
+        "a pod without a pod cgroup: its containers"
+    );
+    assert!(found.ids_of("another", &[]).is_empty());
+}

@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -62,12 +63,13 @@ pub struct Settings {
 /// The Kubernetes source, started.
 pub struct KubernetesSource {
     settings: Settings,
-    hierarchy: Hierarchy,
     api_changes: mpsc::UnboundedReceiver<Change>,
     cgroup_events: mpsc::UnboundedReceiver<PodCgroups>,
     cgroup_roots: Vec<PathBuf>,
     pod_cgroups: PodCgroups,
     index: Index,
+    /// The state computed from the index since its last change; a new pod cgroup reuses it.
+    computed: Option<Arc<ClusterState>>,
     applier: Applier,
     references: ReferenceWatches,
     reporter: PolicyReporter,
@@ -124,12 +126,12 @@ impl KubernetesSource {
             reporter: PolicyReporter::new(client.clone(), &settings.node),
             references: ReferenceWatches::new(client, settings.lists, tx),
             settings,
-            hierarchy,
             api_changes,
             cgroup_events,
             cgroup_roots,
             pod_cgroups,
             index,
+            computed: None,
             applier,
             writer,
             missing_since: BTreeMap::new(),
@@ -152,11 +154,13 @@ impl KubernetesSource {
                         changed |= self.applier.apply(&mut self.index, change);
                     }
                     if changed {
+                        self.computed = None;
                         let refs = self.index.references();
                         self.references.sync(&refs, &mut self.applier, &mut self.index);
                     }
                     if changed && self.applier.all_synced() {
-                        let state = self.publish();
+                        let state = self.cluster_state();
+                        self.publish(&state);
                         self.report(&state, &engine);
                     }
                 }
@@ -166,19 +170,22 @@ impl KubernetesSource {
                     }
                     self.pod_cgroups = found;
                     if self.applier.all_synced() {
-                        self.publish();
+                        let state = self.cluster_state();
+                        self.publish(&state);
                     }
                 }
                 Ok(()) = self.writer.changed() => {
                     if self.applier.all_synced() {
-                        let state = self.index.compute();
+                        let state = self.cluster_state();
                         self.report(&state, &engine);
                     }
                 }
                 _ = resync.tick() => {
                     if self.applier.all_synced() {
                         self.pod_cgroups = PodCgroups::scan(&self.cgroup_roots);
-                        let state = self.publish();
+                        self.computed = None;
+                        let state = self.cluster_state();
+                        self.publish(&state);
                         self.report(&state, &engine);
                     }
                 }
@@ -205,17 +212,20 @@ impl KubernetesSource {
         self.reporter.report_missing_cgroups(&overdue);
     }
 
-    /// Recomputes the cluster state and publishes its intent; returns the state.
-    fn publish(&mut self) -> ClusterState {
-        let state = self.index.compute();
+    /// The cluster state of the index as it is: computed once per change of the index.
+    fn cluster_state(&mut self) -> Arc<ClusterState> {
+        if let Some(state) = &self.computed {
+            return Arc::clone(state);
+        }
+        let state = Arc::new(self.index.compute());
         self.index.remember(&state);
-        let (intent, missing) = intent(
-            &state,
-            &self.index,
-            &self.pod_cgroups,
-            &self.hierarchy,
-            &self.settings,
-        );
+        self.computed = Some(Arc::clone(&state));
+        state
+    }
+
+    /// Publishes the intent of `state` with the pod cgroups found.
+    fn publish(&mut self, state: &ClusterState) {
+        let (intent, missing) = intent(state, &self.index, &self.pod_cgroups, &self.settings);
         let now = Instant::now();
         let mut since = std::mem::take(&mut self.missing_since);
         self.missing_since = missing
@@ -231,7 +241,6 @@ impl KubernetesSource {
             current.intent = Some(intent);
             changed
         });
-        state
     }
 }
 
@@ -258,7 +267,6 @@ pub fn intent(
     state: &ClusterState,
     index: &Index,
     cgroups: &PodCgroups,
-    hierarchy: &Hierarchy,
     settings: &Settings,
 ) -> (Intent, Vec<(PodRef, String)>) {
     let ids_of = |pod: &PodRef| -> Vec<u64> {
@@ -267,11 +275,7 @@ pub fn intent(
             .get(&pod.key)
             .map(|p| p.container_ids.clone())
             .unwrap_or_default();
-        cgroups
-            .of(&pod.uid, &containers)
-            .iter()
-            .filter_map(|path| hierarchy.id_of(path).ok())
-            .collect()
+        cgroups.ids_of(&pod.uid, &containers)
     };
     let mut missing = Vec::new();
     let mut selected = Vec::new();

@@ -399,7 +399,7 @@ fn goals(r: &Results) -> Vec<Goal> {
             target: "< 5 ms",
             measured: format!("{pod_p99:.2} ms"),
             met: pod_p99 < 5.0,
-            gap: "Each inotify event rescans the pod cgroup tree and recomputes the intent; indexing the tree incrementally from the events would bound it by one directory read.".to_owned(),
+            gap: "Each inotify event walks the kubelet's cgroup directories again (one readdir each) and rebuilds the intent's pod list from the last cluster state; indexing the tree incrementally from the events would bound it by one directory read.".to_owned(),
         },
         Goal {
             what: "idle agent CPU",
