@@ -28,6 +28,8 @@ const ROUNDS: usize = 5;
 const ROUNDS_AT_A_MILLION: usize = 3;
 /// Wall time one sample aims at.
 const SAMPLE: Duration = Duration::from_millis(1500);
+/// Connections per program-cost sample (with `bpf_stats` on, apart from the timed samples).
+const PROGRAM_SAMPLE: u32 = 5000;
 /// Transactions-per-second runs.
 const TPS_SECONDS: &str = "4";
 const TPS_ROUNDS: usize = 3;
@@ -175,10 +177,11 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
     let echo = env::echo_server()?;
     let agent = Agent::start("egress-bench", &config(&tree, port, 1), &[])?;
     agent.wait_log("routes=1 ", Duration::from_mins(1))?;
-    let stats = BpfStats::enable()?;
+    let stats = BpfStats::take()?;
     let bare = BareConnect4::attach(tree.root.path())?;
     let mut runner = Runner {
         tree: &tree,
+        stats: &stats,
         port,
         programs: [
             agent.program_id("connect4")?,
@@ -211,13 +214,15 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
     agent.write_config(&config(&tree, echo, 1))?;
     agent.wait_log("routes=1 ", Duration::from_mins(5))?;
     drop(bare);
-    runner.result.tps = tps(&tree, echo)?;
+    let mut result = runner.result;
+    result.tps = tps(&tree, echo)?;
     drop((stats, agent));
-    Ok(runner.result)
+    Ok(result)
 }
 
 struct Runner<'a> {
     tree: &'a PodTree,
+    stats: &'a BpfStats,
     port: u16,
     /// `connect4`, the bare program, `sock_create`.
     programs: [u64; 3],
@@ -255,6 +260,7 @@ impl Runner<'_> {
                     self.sample(mechanism, scale)?;
                 }
                 peers::clear()?;
+                env::settle()?;
                 for hook in hooks {
                     self.sample(hook, scale)?;
                 }
@@ -285,7 +291,8 @@ impl Runner<'_> {
         Ok(None)
     }
 
-    /// One sample: µs per connection, and connect4's ns per call when it ran.
+    /// One sample: µs per connection; for a hooked case at a program-cost scale, then one
+    /// program-cost sample.
     fn sample(&mut self, mechanism: Mechanism, scale: usize) -> anyhow::Result<()> {
         let tree = self.tree;
         let (cgroup, target) = match mechanism {
@@ -297,10 +304,7 @@ impl Runner<'_> {
             _ => (&tree.outside, format!("{ROUTED}:{}", self.port)),
         };
         let count = self.count(mechanism, scale, cgroup, &target)?;
-        let read = |ids: [u64; 3]| ids.map(BpfStats::read);
-        let before = read(self.programs);
         let micros = env::crr(cgroup, &target, count)?;
-        let after = read(self.programs);
         println!(
             "bench: {} at {scale}: {micros:.1} us/connection ({count} connections)",
             mechanism.name()
@@ -313,11 +317,33 @@ impl Runner<'_> {
                 | Mechanism::HookUnselected
                 | Mechanism::HookRedirect
         );
+        if hooked && PROGRAM_SCALES.contains(&scale) {
+            self.program_sample(mechanism, scale, cgroup, &target)?;
+        }
+        Ok(())
+    }
+
+    /// connect4's, the bare program's and `sock_create`'s ns per call over
+    /// [`PROGRAM_SAMPLE`] connections.
+    fn program_sample(
+        &mut self,
+        mechanism: Mechanism,
+        scale: usize,
+        cgroup: &egress_tests::TestCgroup,
+        target: &str,
+    ) -> anyhow::Result<()> {
+        let programs = self.programs;
+        let read = |ids: [u64; 3]| ids.map(BpfStats::read);
+        let (before, after) = self.stats.on(|| {
+            let before = read(programs);
+            env::crr(cgroup, target, PROGRAM_SAMPLE)?;
+            Ok((before, read(programs)))
+        })?;
         let [nanos, floor, socket] = [0, 1, 2].map(|i| match (&before[i], &after[i]) {
             (Ok(before), Ok(after)) => BpfStats::per_call(*before, *after),
             _ => f64::NAN,
         });
-        if hooked && PROGRAM_SCALES.contains(&scale) && nanos.is_finite() {
+        if nanos.is_finite() {
             let programs = &mut self.result.program;
             let index = programs
                 .iter()

@@ -28,6 +28,8 @@ pub(crate) const ROUNDS: u32 = 1_000;
 /// Bulk throughput rounds (each case) and seconds per round.
 const BULK_ROUNDS: usize = 10;
 const BULK_SECONDS: &str = "2";
+/// Bulk transfers with the statistics on, for the programs' own time.
+const BULK_PROGRAM_ROUNDS: usize = 3;
 const DNS_PORT: u16 = 5300;
 /// The rotating server's address (port 53).
 const ROTATING: &str = "127.53.0.200";
@@ -194,7 +196,7 @@ fn learning() -> anyhow::Result<Learning> {
     );
     let agent = Agent::start("egress-bench-learn", &config, &[])?;
     agent.wait_log("programs attached", Duration::from_mins(1))?;
-    let stats = BpfStats::enable()?;
+    let stats = BpfStats::take()?;
     let ingress = agent.program_id("dns_ingress")?;
     let egress = agent.program_id("dns_egress")?;
 
@@ -212,9 +214,11 @@ fn learning() -> anyhow::Result<Learning> {
     let connect_after_answer = (count("gateway"), count("direct"), count("failed"));
     println!("bench: resolve-then-connect: {json}");
 
-    let before = BpfStats::read(ingress)?;
-    let answers = env::load(&tree.selected, &["resolve", ROTATING, "b.cdn.test", "2000"])?;
-    let after = BpfStats::read(ingress)?;
+    let (before, answers, after) = stats.on(|| {
+        let before = BpfStats::read(ingress)?;
+        let answers = env::load(&tree.selected, &["resolve", ROTATING, "b.cdn.test", "2000"])?;
+        Ok((before, answers, BpfStats::read(ingress)?))
+    })?;
     #[expect(clippy::cast_precision_loss, reason = "a per-answer figure")]
     let ns_per_answer = after.0.saturating_sub(before.0) as f64
         / answers["answers"].as_u64().unwrap_or(1).max(1) as f64;
@@ -234,12 +238,19 @@ fn learning() -> anyhow::Result<Learning> {
         if round % 2 == 0 {
             outside.push(rate(&tree.outside)?);
         }
-        let before = (BpfStats::read(ingress)?, BpfStats::read(egress)?);
         selected.push(rate(&tree.selected)?);
-        let after = (BpfStats::read(ingress)?, BpfStats::read(egress)?);
         if round % 2 == 1 {
             outside.push(rate(&tree.outside)?);
         }
+    }
+    // The programs' own time, in transfers of their own with the statistics on.
+    for _ in 0..BULK_PROGRAM_ROUNDS {
+        let read = || anyhow::Ok((BpfStats::read(ingress)?, BpfStats::read(egress)?));
+        let (before, after) = stats.on(|| {
+            let before = read()?;
+            rate(&tree.selected)?;
+            Ok((before, read()?))
+        })?;
         let time = (after.0.0 + after.1.0).saturating_sub(before.0.0 + before.1.0);
         let runs = (after.0.1 + after.1.1).saturating_sub(before.0.1 + before.1.1);
         #[expect(clippy::cast_precision_loss, reason = "a per-packet figure")]

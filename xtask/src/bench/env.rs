@@ -32,7 +32,8 @@ pub(crate) fn enter_private_netns() -> anyhow::Result<()> {
 }
 
 /// Cgroups as a node lays out pods: the agent attaches at level 1, a selected pod's entry is
-/// at level 3 and its process at level 4 (as a container scope inside a pod cgroup).
+/// at level 3 and its process at level 4 (as a container scope inside a pod cgroup). The
+/// cases without a hook run at the same depth in a tree of their own.
 pub(crate) struct PodTree {
     /// The selected pod's container, where selected processes run (level 4).
     pub(crate) selected: TestCgroup,
@@ -45,8 +46,10 @@ pub(crate) struct PodTree {
     _kubepods: TestCgroup,
     /// The attach point (level 1).
     pub(crate) root: TestCgroup,
-    /// A top-level cgroup outside the attach point: no hook runs there.
+    /// A container at level 4 outside the attach point: no hook runs there.
     pub(crate) outside: TestCgroup,
+    /// Its ancestors, deepest first.
+    _outside_parents: [TestCgroup; 3],
 }
 
 impl PodTree {
@@ -56,6 +59,9 @@ impl PodTree {
         let kubepods = root.child("kubepods");
         let pod = kubepods.child("pod");
         let other = kubepods.child("other");
+        let outside_top = TestCgroup::named(&format!("{name}-outside"));
+        let outside_kubepods = outside_top.child("kubepods");
+        let outside_pod = outside_kubepods.child("pod");
         Self {
             selected: pod.child("container"),
             unselected: other.child("container"),
@@ -63,7 +69,8 @@ impl PodTree {
             _other: other,
             _kubepods: kubepods,
             root,
-            outside: TestCgroup::named(&format!("{name}-outside")),
+            outside: outside_pod.child("container"),
+            _outside_parents: [outside_pod, outside_kubepods, outside_top],
         }
     }
 }
@@ -175,18 +182,38 @@ pub(crate) fn stop_and_uninstall(agent: &mut Child, bpffs_dir: &Path) {
         .output();
 }
 
-/// `kernel.bpf_stats_enabled` on for the guard's life.
+/// `kernel.bpf_stats_enabled`, held by the bench: off except while a program's own cost is
+/// read, because the statistics add two clock reads to every run of every program, and so to
+/// every hooked connection or packet the other figures time. Restored on drop.
 pub(crate) struct BpfStats {
     was: String,
 }
 
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
 impl BpfStats {
-    pub(crate) fn enable() -> anyhow::Result<Self> {
-        let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-            .unwrap_or_else(|_| "0".into());
-        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
-            .context("enabling kernel.bpf_stats_enabled")?;
+    /// Takes the setting over, off.
+    pub(crate) fn take() -> anyhow::Result<Self> {
+        let was = std::fs::read_to_string(BPF_STATS).unwrap_or_else(|_| "0".into());
+        Self::set(false)?;
         Ok(Self { was })
+    }
+
+    /// Runs `measure` with the statistics on.
+    #[expect(
+        clippy::unused_self,
+        reason = "only the holder of the setting turns it on"
+    )]
+    pub(crate) fn on<T>(&self, measure: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        Self::set(true)?;
+        let result = measure();
+        Self::set(false)?;
+        result
+    }
+
+    fn set(on: bool) -> anyhow::Result<()> {
+        std::fs::write(BPF_STATS, if on { "1" } else { "0" })
+            .context("setting kernel.bpf_stats_enabled")
     }
 
     /// (run time ns, run count) of a program.
@@ -221,7 +248,7 @@ impl BpfStats {
 
 impl Drop for BpfStats {
     fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.was);
+        let _ = std::fs::write(BPF_STATS, &self.was);
     }
 }
 
@@ -241,6 +268,9 @@ pub(crate) fn closing_server() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("0.0.0.0:0")?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || {
+        if let Some((server, _)) = sample_cpus() {
+            let _ = pin(server);
+        }
         for stream in listener.incoming().flatten() {
             drop(stream);
         }
@@ -284,10 +314,81 @@ pub(crate) fn crr(cgroup: &TestCgroup, target: &str, count: u32) -> anyhow::Resu
     let mut command = Command::new(release_bin("egress-probe"));
     command.args(["crr", target, &count.to_string()]);
     cgroup.enter(&mut command);
+    if let Some((_, client)) = sample_cpus() {
+        // SAFETY: sched_setaffinity is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || pin(client));
+        }
+    }
     let out = shell::output(&mut command)?;
     let json: serde_json::Value = serde_json::from_str(out.trim())?;
     let ns = json["ns_per_connection"].as_u64().context("probe output")?;
     Ok(ns as f64 / 1000.0)
+}
+
+/// The CPUs the connection samples' server and client run on, each on its own (so every
+/// sample's wakeups cross CPUs alike, rather than as the scheduler happens to place them):
+/// the first and the last this process may use; `None` with fewer than two.
+fn sample_cpus() -> Option<(usize, usize)> {
+    // SAFETY: a plain bitmask, zeroed, filled by the kernel.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set) } != 0 {
+        return None;
+    }
+    let allowed: Vec<usize> = (0..usize::try_from(libc::CPU_SETSIZE).unwrap_or(0))
+        // SAFETY: reading bits of a valid set.
+        .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &set) })
+        .collect();
+    match allowed.as_slice() {
+        [first, .., last] => Some((*first, *last)),
+        _ => None,
+    }
+}
+
+/// Pins the calling thread (or, between fork and exec, the new process) to `cpu`.
+fn pin(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: as in `sample_cpus`; only async-signal-safe calls.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (it came from a set).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: a valid set of the size given.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Waits (up to 30 s) until the machine is idle again: at least 90% over half a second.
+/// Removing a million nftables elements or iptables rules leaves the kernel freeing them in
+/// the background for a while; samples taken meanwhile would pay for it.
+pub(crate) fn settle() -> anyhow::Result<()> {
+    let busy_idle = || -> anyhow::Result<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .context("/proc/stat")?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        Ok((fields.iter().take(8).sum::<u64>() - idle, idle))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let (busy0, idle0) = busy_idle()?;
+        std::thread::sleep(Duration::from_millis(500));
+        let (busy1, idle1) = busy_idle()?;
+        let (busy, idle) = (busy1 - busy0, idle1 - idle0);
+        if idle * 10 >= (busy + idle) * 9 {
+            return Ok(());
+        }
+    }
+    println!("bench: the machine did not settle within 30 s; going on");
+    Ok(())
 }
 
 /// Runs `egress-load ARGS` in `cgroup` and returns its JSON line.

@@ -67,7 +67,7 @@ fn header() -> anyhow::Result<String> {
     let mut text = String::from("# Benchmarks\n\n");
     let _ = writeln!(
         text,
-        "Produced by `cargo xtask bench` (as root): one run, every figure from it, ratios to the same\nrun's direct case. Machine: {cores} cores, {cpu}, kernel {kernel}. Everything runs in a private\nnetwork namespace on loopback; clients run in cgroups at a pod's depth (the selected entry on a\nlevel-3 cgroup, the process in its level-4 child).\n"
+        "Produced by `cargo xtask bench` (as root): one run, every figure from it, ratios to the same\nrun's direct case. Machine: {cores} cores, {cpu}, kernel {kernel}. Everything runs in a private\nnetwork namespace on loopback; clients run in cgroups at a pod's depth (the selected entry on a\nlevel-3 cgroup, the process in its level-4 child; the cases without a hook in a level-4 cgroup\noutside the attach point). `kernel.bpf_stats_enabled` is off except in the samples that read\nthe programs' own cost: its two clock reads per program run would otherwise be timed too.\n"
     );
     Ok(text)
 }
@@ -77,7 +77,7 @@ fn connection_section(text: &mut String, d: &DatapathResult) {
     let _ = writeln!(text, "## Connection cost, side by side\n");
     let _ = writeln!(
         text,
-        "Sequential connect/accept/close cycles by one client (the server closes first, without TIME_WAIT); each\nsample lasts about 1.5 s, each cell is the median of its rounds: µs per connection, and in\nparentheses the ratio to a direct connection ({direct:.1} µs). nftables: {}; haproxy: {}.\n",
+        "Sequential connect/accept/close cycles by one client (the server closes first, without TIME_WAIT); the\nserver and the client are pinned to CPUs of their own. Each sample lasts about 1.5 s, each cell\nis the median of its rounds: µs per connection, and in parentheses the ratio to a direct\nconnection ({direct:.1} µs). nftables: {}; haproxy: {}.\n",
         d.nft, d.haproxy
     );
     let _ = write!(text, "| mechanism |");
@@ -114,7 +114,7 @@ fn connection_section(text: &mut String, d: &DatapathResult) {
         .collect();
     let _ = writeln!(
         text,
-        "\nThe sidecar's cost does not depend on the number of destinations (one REDIRECT rule; the\nproxy picks the upstream), so it is measured once. At a million, each peer's rules were\ninstalled once (about a minute each) and its rounds ran back to back, with a round of the\ndirect and hook cases after each peer. **Noise:** the direct case's {} samples spread over\n{:.0}% of their median; rows closer than that to each other are a tie.\n",
+        "\nThe sidecar's cost does not depend on the number of destinations (one REDIRECT rule; the\nproxy picks the upstream), so it is measured once. At a million, each peer's rules were\ninstalled once (about a minute each) and its rounds ran back to back, with a round of the\ndirect and hook cases after each peer, once the machine was idle again (removing a million\nrules keeps the kernel busy for a while). **Noise:** the direct case's {} samples spread over\n{:.0}% of their median; rows closer than that to each other are a tie.\n",
         direct_rounds.len(),
         spread(&direct_rounds) * 100.0
     );
@@ -154,7 +154,7 @@ fn connection_section(text: &mut String, d: &DatapathResult) {
 fn program_section(text: &mut String, d: &DatapathResult) {
     let _ = writeln!(
         text,
-        "## Program cost (`kernel.bpf_stats_enabled`: run time / runs)\n\nEach cell is connect4's ns per call and, in parentheses, the part above the floor. The floor is\na bare program (`r0 = 1; exit`) attached next to the agent's and timed in the same calls:\nthe hook's dispatch and `bpf_stats`' own two clock reads.\n"
+        "## Program cost (`kernel.bpf_stats_enabled`: run time / runs)\n\nEach cell is connect4's ns per call and, in parentheses, the part above the floor. The floor is\na bare program (`r0 = 1; exit`) attached next to the agent's and timed in the same calls:\nthe hook's dispatch and `bpf_stats`' own two clock reads. These samples (5000 connections\nafter each timed sample of a hooked case) are the only ones with the statistics on.\n"
     );
     let _ = write!(text, "| path |");
     for routes in PROGRAM_SCALES {
@@ -375,7 +375,7 @@ fn goals(r: &Results) -> Vec<Goal> {
             measured: format!("{worst_flat:.2}"),
             met: worst_flat >= 0.97,
             gap: format!(
-                "What the programs take per redirected connection (the table above: sock_create creating the socket's storage, {socket_ns:.0} ns, and connect4, {redirect_ns:.0} ns, both with their floor) is {:.1}% of a direct connection; the DNS programs add about {:.0} ns per packet. The rest is the noise between paired rounds (see Noise above). Creating the storage only for sockets that need it (a redirect, a DNS query) would take most of the first part off every other socket of a selected pod.",
+                "What the programs take per redirected connection (the table above: sock_create creating the socket's storage, {socket_ns:.0} ns, and connect4, {redirect_ns:.0} ns, both with their floor) is {:.1}% of a direct connection; the DNS programs add about {:.0} ns per packet. The rest is the noise between paired rounds (see Noise above). Most of the programs' part is the socket's storage, which a redirected socket cannot do without (it holds the reverse translation); what would shrink it is a smaller allocation, not fewer lookups.",
                 (socket_ns + redirect_ns) / 10.0 / d.direct(),
                 r.dns.ns_per_packet,
             ),
