@@ -36,6 +36,17 @@ pub(crate) fn run(kernels: &[String], suites: &[String]) -> anyhow::Result<()> {
             "the real-kernel tests need root; run as root (or set EGRESS_SKIP_KERNEL_TESTS=1 by hand to skip them)"
         );
     }
+    if host {
+        // The agent's own tests that need the kernel (its maps).
+        shell::run(cargo().args([
+            "test",
+            "--package",
+            "egress-agent",
+            "--lib",
+            "--",
+            "--ignored",
+        ]))?;
+    }
     // Release builds: the emulated guests run them an order of magnitude faster than debug.
     shell::run(cargo().args(["build", "--release", "--package", "egress-agent"]))?;
     let binaries = select_suites(test_binaries()?, suites)?;

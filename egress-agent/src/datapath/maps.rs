@@ -7,17 +7,20 @@ use std::{
 };
 
 use aya::maps::{
-    Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
-    lpm_trie::LpmTrie,
+    Array, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, lpm_trie::LpmTrie,
 };
 use egress_common::{
     AddrKey, AddrValue, CgroupEntry, CidrValue, Config, Counters, Label, LabelKey, MARKER_SCOPE,
-    PatternValue, ResolvedKey, ResolverKey, TargetKey as RawTargetKey, maps as defs, maps::MapDef,
-    source, stat,
+    PatternValue, ResolvedKey, ResolverKey, TargetKey as RawTargetKey, maps as defs, source, stat,
 };
 use ipnet::IpNet;
 
-use super::{DatapathError, codec};
+use tracing::debug;
+
+use super::{
+    DatapathError, codec, sys,
+    table::{Removal, Table, full_or, ignore_missing, open},
+};
 use crate::{
     bpffs::PinDir,
     route::{AddrEntry, Entry, Target, TargetKey},
@@ -25,48 +28,6 @@ use crate::{
 
 /// Learned entries by (scope, address).
 pub type LearnedEntries = BTreeMap<(u64, IpAddr), AddrEntry>;
-
-/// A hash map of this layout, with errors that name it.
-struct Table<K: aya::Pod, V: aya::Pod> {
-    def: MapDef,
-    map: BpfHashMap<MapData, K, V>,
-}
-
-impl<K: aya::Pod + Ord, V: aya::Pod> Table<K, V> {
-    fn open(pins: &PinDir, def: MapDef) -> Result<Self, DatapathError> {
-        Ok(Self {
-            def,
-            map: open(pins, def)?
-                .try_into()
-                .map_err(DatapathError::map(def.name))?,
-        })
-    }
-
-    fn entries(&self) -> Result<Vec<(K, V)>, DatapathError> {
-        self.map
-            .iter()
-            .map(|item| item.map_err(DatapathError::map(self.def.name)))
-            .collect()
-    }
-
-    fn get(&self, key: &K) -> Result<Option<V>, DatapathError> {
-        match self.map.get(key, 0) {
-            Ok(value) => Ok(Some(value)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(err) => Err(DatapathError::map(self.def.name)(err)),
-        }
-    }
-
-    fn put(&mut self, key: &K, value: &V) -> Result<(), DatapathError> {
-        self.map
-            .insert(key, value, 0)
-            .map_err(|err| full_or(err, self.def))
-    }
-
-    fn delete(&mut self, key: &K) -> Result<(), DatapathError> {
-        ignore_missing(self.map.remove(key)).map_err(DatapathError::map(self.def.name))
-    }
-}
 
 /// The pinned maps of this layout, opened.
 pub struct Maps {
@@ -84,15 +45,9 @@ pub struct Maps {
     resolved: Table<ResolvedKey, u64>,
     /// Possible CPUs: the length of every per-CPU value.
     cpus: usize,
-}
-
-fn open(pins: &PinDir, def: MapDef) -> Result<Map, DatapathError> {
-    let path = pins.map(def.name);
-    if !path.exists() {
-        return Err(DatapathError::NotInstalled { path: pins.maps() });
-    }
-    let data = MapData::from_pin(&path).map_err(DatapathError::map(def.name))?;
-    Map::from_map_data(data).map_err(DatapathError::map(def.name))
+    /// Whether the kernel removes and reads a hash map entry in one step (5.14+); assumed
+    /// until it says otherwise.
+    take_supported: bool,
 }
 
 macro_rules! typed {
@@ -121,6 +76,7 @@ impl Maps {
             resolved: Table::open(pins, defs::RESOLVED)?,
             cpus: aya::util::nr_cpus()
                 .map_err(|(_, source)| DatapathError::PossibleCpus { source })?,
+            take_supported: true,
         })
     }
 
@@ -233,9 +189,13 @@ impl Maps {
         self.learned.put(&key, &codec::addr_value(entry))
     }
 
-    /// Removes a learned address if it expired before `now_ns`, read again right before the
-    /// removal (an answer may have renewed it since the caller's pass over the map read it).
-    /// Returns whether it went.
+    /// Removes a learned address if it expired before `now_ns`; returns whether it went.
+    ///
+    /// An answer may renew the entry at any moment. It is read again right before the removal
+    /// (the caller's pass over the map may be old), and removed and read in one step: an entry
+    /// renewed in between comes back at once, unless a newer answer already wrote it. Kernels
+    /// before 5.14 cannot do that step, and a renewal in the instant between the read and the
+    /// removal is lost there (until the next answer).
     pub fn delete_learned_if_expired(
         &mut self,
         scope: u64,
@@ -246,11 +206,38 @@ impl Maps {
             scope,
             addr: codec::addr_bytes(addr),
         };
-        match self.learned.get(&key)? {
-            Some(value) if value.expires_ns >= now_ns => Ok(false),
-            Some(_) => self.learned.delete(&key).map(|()| true),
-            None => Ok(false),
+        if self
+            .learned
+            .get(&key)?
+            .is_none_or(|value| value.expires_ns >= now_ns)
+        {
+            return Ok(false);
         }
+        if self.take_supported {
+            match self
+                .learned
+                .remove_unless(&key, |value| value.expires_ns >= now_ns)
+            {
+                Ok(Removal::Kept) => {
+                    debug!(scope, %addr, "an answer renewed a learned address as it was removed; kept");
+                    return Ok(false);
+                }
+                Ok(removal) => return Ok(removal == Removal::Removed),
+                Err(err) if sys::lacks_lookup_and_delete(&err) => {
+                    debug!(error = %err, "this kernel cannot remove and read a learned entry in one step (before 5.14); removing by key");
+                    self.take_supported = false;
+                }
+                Err(io_error) => {
+                    return Err(DatapathError::map(defs::LEARNED.name)(
+                        MapError::SyscallError(aya::sys::SyscallError {
+                            call: "bpf_map_lookup_and_delete_elem",
+                            io_error,
+                        }),
+                    ));
+                }
+            }
+        }
+        self.learned.delete(&key).map(|()| true)
     }
 
     /// Removes a learned address.
@@ -462,32 +449,5 @@ fn resolved_key(pattern: u32, addr: IpAddr) -> ResolvedKey {
         pattern,
         reserved: 0,
         addr: codec::addr_bytes(addr),
-    }
-}
-
-fn full_or(err: MapError, def: MapDef) -> DatapathError {
-    if let MapError::SyscallError(syscall) = &err
-        && matches!(
-            syscall.io_error.raw_os_error(),
-            Some(libc::ENOSPC | libc::E2BIG | libc::ENOMEM)
-        )
-    {
-        return DatapathError::Full {
-            map: def.name,
-            capacity: def.max_entries,
-        };
-    }
-    DatapathError::map(def.name)(err)
-}
-
-fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(syscall))
-            if syscall.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        other => other,
     }
 }

@@ -7,6 +7,7 @@ mod loader;
 mod maps;
 mod migrate;
 mod sys;
+mod table;
 
 pub use error::DatapathError;
 pub use loader::{Attachment, Loaded, attachments, load, preflight, uninstall};

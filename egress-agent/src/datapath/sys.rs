@@ -8,6 +8,8 @@
 //!   id to list its maps (`BPF_PROG_GET_FD_BY_ID`), which needs `CAP_SYS_ADMIN`.
 //! * `BPF_LINK_CREATE` and `BPF_OBJ_PIN` for the setsockopt hook: aya 0.14 cannot turn a
 //!   sockopt link into a pinnable one.
+//! * `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a hash map (5.14+): aya offers it only for queues and
+//!   stacks.
 //!
 //! And one that is not `bpf()`: `membarrier(MEMBARRIER_CMD_GLOBAL)`, which waits for an RCU
 //! grace period, so for every program run that started before it (see [`wait_for_programs`]).
@@ -30,6 +32,9 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 pub(super) const CGROUP_SETSOCKOPT: u32 = 22;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+/// The kernel's internal `ENOTSUPP`, which `bpf()` returns as is.
+const ENOTSUPP: i32 = 524;
 /// Map ids read per program (ours use 15).
 const MAX_MAP_IDS: usize = 64;
 
@@ -145,6 +150,34 @@ fn bpf(command: libc::c_long, attr: &mut [u32]) -> std::io::Result<libc::c_long>
     } else {
         Ok(rc)
     }
+}
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM`: removes `key` from a hash map and writes the value it held
+/// into `value`, in one step, so no update in between is lost. `Ok(false)`: no such key.
+pub(super) fn lookup_and_delete<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    key: &K,
+    value: &mut V,
+) -> std::io::Result<bool> {
+    let (key_low, key_high) = split(std::ptr::from_ref(key) as u64);
+    let (value_low, value_high) = split(std::ptr::from_mut(value) as u64);
+    let fd = u32::try_from(map.as_raw_fd()).unwrap_or(u32::MAX);
+    // `union bpf_attr` for map element commands: map_fd, padding, key, value, flags.
+    let mut attr = [fd, 0, key_low, key_high, value_low, value_high, 0, 0];
+    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether a [`lookup_and_delete`] error means the kernel lacks the command for hash maps
+/// (before 5.14).
+pub(super) fn lacks_lookup_and_delete(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(ENOTSUPP | libc::EOPNOTSUPP | libc::EINVAL)
+    )
 }
 
 /// `MEMBARRIER_CMD_GLOBAL`.
