@@ -2,7 +2,8 @@
 
 /// An IPv4 address (network order in memory) as its IPv4-mapped IPv6 form, built from words:
 /// `egress_common::v4_mapped`'s byte-array literal compiles to a call to a byte-wise memset and
-/// byte stores, which cost a connect about a third of the agent's share of it.
+/// byte stores, which cost a connect about a third of the agent's share of it. The learning
+/// programs use it too.
 #[inline(always)]
 pub(crate) fn mapped(addr4: u32) -> [u8; 16] {
     let words = [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr4];

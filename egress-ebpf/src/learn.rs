@@ -26,6 +26,7 @@ use egress_common::{
 };
 
 use crate::{
+    addr::mapped,
     dns::{self, Buffer, MAX_LABELS},
     maps::{
         ANSWERS, CGROUPS, LEARNED, PATTERNS, Parse, SCRATCH, Scratch, TRUSTED, config, count,
@@ -347,12 +348,12 @@ fn read_records(scratch: &mut Scratch) -> Option<bool> {
                 parse.chain_ttl = parse.chain_ttl.min(ttl);
             }
             TYPE_A if rdlen == 4 => {
-                let addr = egress_common::v4_mapped([
+                let addr = mapped(u32::from_ne_bytes([
                     dns::byte(buf, rdata),
                     dns::byte(buf, rdata + 1),
                     dns::byte(buf, rdata + 2),
                     dns::byte(buf, rdata + 3),
-                ]);
+                ]));
                 remember(parse, addr, ttl, config);
             }
             TYPE_AAAA if rdlen == 16 => {

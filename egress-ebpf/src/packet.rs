@@ -3,7 +3,9 @@
 //! packet that is not DNS leaves after a few loads.
 
 use aya_ebpf::programs::SkBuffContext;
-use egress_common::{proto, v4_mapped};
+use egress_common::proto;
+
+use crate::addr::mapped;
 
 /// `ETH_P_IP` and `ETH_P_IPV6` as `__sk_buff::protocol` holds them (network byte order).
 const ETH_P_IP_BE: u32 = 0x0800_u16.to_be() as u32;
@@ -61,9 +63,9 @@ impl Headers {
             ETH_P_IP_BE => {
                 let header: [u8; 20] = bytes(ctx, 0)?;
                 let ihl = usize::from(header[0] & 0x0f) * 4;
-                let source = [header[12], header[13], header[14], header[15]];
-                let dest = [header[16], header[17], header[18], header[19]];
-                (ihl, header[9], v4_mapped(source), v4_mapped(dest))
+                let source = u32::from_ne_bytes([header[12], header[13], header[14], header[15]]);
+                let dest = u32::from_ne_bytes([header[16], header[17], header[18], header[19]]);
+                (ihl, header[9], mapped(source), mapped(dest))
             }
             ETH_P_IPV6_BE => {
                 let header: [u8; 40] = bytes(ctx, 0)?;
