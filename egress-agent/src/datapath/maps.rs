@@ -222,7 +222,8 @@ impl Maps {
                     debug!(scope, %addr, "an answer renewed a learned address as it was removed; kept");
                     return Ok(false);
                 }
-                Ok(removal) => return Ok(removal == Removal::Removed),
+                // Gone: removed now, lost on the way back (logged), or removed by someone else.
+                Ok(Removal::Removed | Removal::Lost | Removal::Absent) => return Ok(true),
                 Err(err) if sys::lacks_lookup_and_delete(&err) => {
                     debug!(error = %err, "this kernel cannot remove and read a learned entry in one step (before 5.14); removing by key");
                     self.take_supported = false;

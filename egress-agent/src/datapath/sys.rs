@@ -172,12 +172,9 @@ pub(super) fn lookup_and_delete<K: aya::Pod, V: aya::Pod>(
 }
 
 /// Whether a [`lookup_and_delete`] error means the kernel lacks the command for hash maps
-/// (before 5.14).
+/// (5.10 to 5.13 answer `ENOTSUPP`).
 pub(super) fn lacks_lookup_and_delete(err: &std::io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(ENOTSUPP | libc::EOPNOTSUPP | libc::EINVAL)
-    )
+    matches!(err.raw_os_error(), Some(ENOTSUPP | libc::EOPNOTSUPP))
 }
 
 /// `MEMBARRIER_CMD_GLOBAL`.

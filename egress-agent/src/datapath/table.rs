@@ -5,6 +5,8 @@ use std::os::fd::AsFd as _;
 use aya::maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, MapError};
 use egress_common::maps::MapDef;
 
+use tracing::warn;
+
 use super::{DatapathError, sys};
 use crate::bpffs::PinDir;
 
@@ -81,8 +83,11 @@ impl<K: aya::Pod + Ord, V: aya::Pod> Table<K, V> {
             {
                 Ok(Removal::Kept)
             }
-            // Not an error of the one-step removal: never taken for the kernel lacking it.
-            Err(err) => Err(std::io::Error::other(err)),
+            Err(err) => {
+                let err = full_or(err, self.def);
+                warn!(error = %err, "an entry to keep could not be put back: it is gone until written again");
+                Ok(Removal::Lost)
+            }
         }
     }
 }
@@ -96,6 +101,8 @@ pub(super) enum Removal {
     Removed,
     /// The entry was one to keep: it is back (or a newer one is there).
     Kept,
+    /// The entry was one to keep, but putting it back failed (logged): it is gone.
+    Lost,
 }
 
 /// Opens the map `def` pinned under `pins`.

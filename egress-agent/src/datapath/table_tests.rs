@@ -7,10 +7,11 @@ use egress_common::{AddrKey, AddrValue, maps as defs};
 
 use super::*;
 
-/// A fresh kernel hash map shaped like `LEARNED`.
+/// A fresh kernel hash map shaped like `LEARNED` (not preallocated, as `LEARNED`).
 fn learned_table() -> Table<AddrKey, AddrValue> {
     const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_MAP_TYPE_HASH: u32 = 1;
+    const BPF_F_NO_PREALLOC: u32 = 1;
     let size = |n: usize| u32::try_from(n).expect("small");
     // `union bpf_attr` for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries, flags.
     let mut attr = [
@@ -18,7 +19,7 @@ fn learned_table() -> Table<AddrKey, AddrValue> {
         size(size_of::<AddrKey>()),
         size(size_of::<AddrValue>()),
         16,
-        0,
+        BPF_F_NO_PREALLOC,
     ];
     // SAFETY: a valid `bpf_attr` prefix of the size passed, without pointers.
     let fd = unsafe {

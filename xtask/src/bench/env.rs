@@ -382,7 +382,8 @@ pub(crate) fn settle() -> anyhow::Result<()> {
         let (busy0, idle0) = busy_idle()?;
         std::thread::sleep(Duration::from_millis(500));
         let (busy1, idle1) = busy_idle()?;
-        let (busy, idle) = (busy1 - busy0, idle1 - idle0);
+        // iowait (counted as idle here) may go backwards (proc(5)).
+        let (busy, idle) = (busy1.saturating_sub(busy0), idle1.saturating_sub(idle0));
         if idle * 10 >= (busy + idle) * 9 {
             return Ok(());
         }
