@@ -114,7 +114,7 @@ fn connection_section(text: &mut String, d: &DatapathResult) {
         .collect();
     let _ = writeln!(
         text,
-        "\nThe sidecar's cost does not depend on the number of destinations (one REDIRECT rule; the\nproxy picks the upstream), so it is measured once. At a million, each peer's rules were\ninstalled once (about a minute each) and its rounds ran back to back, with a round of the\ndirect and hook cases after each peer, once the machine was idle again (removing a million\nrules keeps the kernel busy for a while). **Noise:** the direct case's {} samples spread over\n{:.0}% of their median; rows closer than that to each other are a tie.\n",
+        "\nThe sidecar's cost does not depend on the number of destinations (one REDIRECT rule; the\nproxy picks the upstream), so it is measured once. At a million, each peer's rules were\ninstalled once (about a minute each) and its rounds ran back to back, with a round of the\ndirect and hook cases after each peer, once the machine was idle again (removing a million\nrules keeps the kernel busy for a while). The agent runs with a one-hour resync interval here:\nits periodic re-check of every map (every 10 s by default) takes about half a second of CPU at\na million routes and would land in samples. **Noise:** the direct case's {} samples spread over\n{:.0}% of their median; rows closer than that to each other are a tie.\n",
         direct_rounds.len(),
         spread(&direct_rounds) * 100.0
     );
