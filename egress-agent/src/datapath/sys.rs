@@ -141,7 +141,7 @@ fn raw(fd: &OwnedFd) -> u32 {
     u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
 }
 
-fn bpf(command: libc::c_long, attr: &mut [u32]) -> std::io::Result<libc::c_long> {
+pub(super) fn bpf(command: libc::c_long, attr: &mut [u32]) -> std::io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid `union bpf_attr` prefix of the size passed, and any pointers
     // in it point at live buffers of the sizes given; the kernel writes only into those.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, command, attr.as_mut_ptr(), size_of_val(attr)) };

@@ -21,20 +21,8 @@ fn learned_table() -> Table<AddrKey, AddrValue> {
         16,
         BPF_F_NO_PREALLOC,
     ];
-    // SAFETY: a valid `bpf_attr` prefix of the size passed, without pointers.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            attr.as_mut_ptr(),
-            size_of_val(&attr),
-        )
-    };
-    assert!(
-        fd >= 0,
-        "BPF_MAP_CREATE: {} (these tests need root)",
-        std::io::Error::last_os_error()
-    );
+    let fd = sys::bpf(BPF_MAP_CREATE, &mut attr)
+        .unwrap_or_else(|err| panic!("BPF_MAP_CREATE: {err} (these tests need root)"));
     // SAFETY: the kernel just returned this fd and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).expect("an fd")) };
     let data = MapData::from_fd(fd).expect("the map's info");
