@@ -143,6 +143,34 @@ fn invalid_reload_keeps_the_state_and_says_why() {
 }
 
 #[test]
+fn an_idle_resync_computes_nothing_and_the_next_reload_still_lands() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let world = World::new();
+    let agent = world.start_web_agent();
+    // The test agent resyncs every second; with the intent and the facts as last written, a
+    // resync skips the computation.
+    agent.wait_log("intent and facts unchanged since the last write");
+    let tcp_only = world
+        .web_rule()
+        .lines()
+        .filter(|l| !l.contains("UDP"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    agent.write_config(&world.config(&tcp_only));
+    agent.wait_converged(1, 1);
+    assert_eq!(
+        Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
+        "direct:ping"
+    );
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway"
+    );
+}
+
+#[test]
 fn invalid_config_at_start_waits_for_a_valid_one() {
     if !kernel_tests_enabled() {
         return;

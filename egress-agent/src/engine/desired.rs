@@ -86,7 +86,7 @@ pub(crate) struct Desired {
 }
 
 /// What the engine learned at runtime that feeds the desired state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Facts {
     /// Exact hostname → its resolved addresses → when each leaves the routes (monotonic ns:
     /// its TTL plus grace).

@@ -18,6 +18,7 @@ mod persist;
 mod reconcile;
 mod run;
 mod sets;
+mod write;
 
 use std::{
     collections::BTreeSet,
@@ -160,6 +161,8 @@ struct Attached {
     name_seed: u64,
     /// The resolver's answers as last persisted.
     persisted: persist::Persisted,
+    /// What the maps were last brought to, when that write succeeded in full.
+    written: Option<write::Written>,
 }
 
 /// The engine.
@@ -170,8 +173,8 @@ pub struct Engine {
     dns: DnsEngine,
     dns_changed: watch::Receiver<u64>,
     status: StatusHandle,
-    /// The intent in force (the source's last valid one).
-    intent: Option<Intent>,
+    /// The intent in force (the source's last valid one); a new one is a new `Arc`.
+    intent: Option<Arc<Intent>>,
     /// The DNS servers in use (the intent's, else resolv.conf's).
     servers: Vec<std::net::SocketAddr>,
     /// Conflicts already warned about, so each is logged once.
@@ -225,7 +228,7 @@ impl Engine {
         let Some(intent) = &state.intent else {
             return;
         };
-        if self.intent.as_ref() != Some(intent) {
+        if self.intent.as_deref() != Some(intent) {
             let settings = dns_settings(&intent.dns);
             self.servers.clone_from(&settings.servers);
             self.dns.set_settings(settings);
@@ -238,7 +241,7 @@ impl Engine {
                 .cloned()
                 .collect();
             self.dns.set_hosts(&hosts);
-            self.intent = Some(intent.clone());
+            self.intent = Some(Arc::new(intent.clone()));
             self.update_status(|s| s.config_loaded = true);
         }
     }
@@ -286,7 +289,7 @@ impl Engine {
 
     /// Loads the programs, fills the maps (after carrying over what the previous run and older
     /// layouts knew), then attaches.
-    fn attach(&mut self, intent: &Intent, at: PathBuf) -> Result<(), EngineError> {
+    fn attach(&mut self, intent: &Arc<Intent>, at: PathBuf) -> Result<(), EngineError> {
         let loaded = datapath::load(&self.pins)?;
         let maps = Maps::open(&self.pins)?;
         let installed = Installed::read(&maps)?;
@@ -309,6 +312,7 @@ impl Engine {
             ids,
             name_seed,
             persisted,
+            written: None,
         });
         let attached = self.write(intent).and_then(|()| {
             let at = self
@@ -340,89 +344,6 @@ impl Engine {
         }
         learned::check_markers(&mut attached.maps, &mut attached.installed)?;
         Ok(())
-    }
-
-    /// Computes the desired state and writes it by diff; persists the resolver's answers.
-    fn write(&mut self, intent: &Intent) -> Result<(), EngineError> {
-        let Some(attached) = self.attached.as_mut() else {
-            return Ok(());
-        };
-        let facts = DesiredFacts {
-            resolved: self
-                .dns
-                .routed()
-                .into_iter()
-                .map(|(host, addresses)| {
-                    let addresses = addresses
-                        .into_iter()
-                        .map(|(addr, leaves)| (addr, clock::instant_ns(leaves)))
-                        .collect();
-                    (host, addresses)
-                })
-                .collect(),
-            servers: self.servers.clone(),
-        };
-        let desired = compute(intent, &facts, &mut attached.ids, attached.name_seed)?;
-        for conflict in &desired.conflicts {
-            if self.warned_conflicts.insert(conflict.clone()) {
-                warn!(
-                    destination = conflict.destination, port = conflict.port, protocol = %conflict.protocol,
-                    winner = %conflict.winner, loser = %conflict.loser,
-                    "two rules claim one destination with different gateways for the same workloads; the first rule wins"
-                );
-            }
-        }
-        let result = reconcile(
-            &mut attached.maps,
-            &mut attached.installed,
-            &desired,
-            attached.name_seed,
-        );
-        persist::save(
-            &mut attached.maps,
-            &mut attached.persisted,
-            &desired,
-            &self.dns,
-        )?;
-        let (routes, cgroups) = (
-            desired.addresses.len() + desired.cidrs.len(),
-            desired.cgroups.len(),
-        );
-        record_sizes(&desired);
-        {
-            let mut shared = self.status.lock();
-            shared.conflicts.clone_from(&desired.conflicts);
-            shared.agent.routes = routes;
-            shared.agent.cgroups = cgroups;
-            shared.agent.conflicts = desired
-                .conflicts
-                .iter()
-                .map(|c| ConflictStatus {
-                    destination: c.destination.clone(),
-                    port: c.port,
-                    protocol: c.protocol,
-                    winner: c.winner.to_string(),
-                    loser: c.loser.to_string(),
-                })
-                .collect();
-        }
-        match result {
-            Ok(changes) => {
-                if changes.any() {
-                    info!(
-                        ?changes,
-                        routes,
-                        targets = desired.targets.len(),
-                        cgroups,
-                        "maps updated"
-                    );
-                }
-                Ok(())
-            }
-            Err(ReconcileError::Datapath(err)) => Err(err.into()),
-            // Reported like any failed reconcile: status, the error metric, and a retry.
-            Err(err @ ReconcileError::Full { .. }) => Err(err.into()),
-        }
     }
 
     /// Removes learned addresses that expired, whose scope is no longer selected, or whose

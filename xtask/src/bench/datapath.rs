@@ -33,6 +33,8 @@ const PROGRAM_SAMPLE: u32 = 5000;
 /// Transactions-per-second runs.
 const TPS_SECONDS: &str = "4";
 const TPS_ROUNDS: usize = 3;
+/// How long the idle agent is sampled at a million routes (three resyncs).
+const IDLE_SAMPLE: Duration = Duration::from_secs(30);
 /// Connections at once for the transactions: one (latency-bound), and enough to keep both
 /// cores busy (CPU-bound, where a proxy's own work shows).
 pub(crate) const TPS_CONNECTIONS: [usize; 2] = [1, 16];
@@ -124,6 +126,14 @@ pub(crate) struct ProgramRow {
     pub(crate) socket: Vec<f64>,
 }
 
+/// The agent idle with a million static routes (its defaults: a resync every 10 s).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Idle {
+    /// Share of one core.
+    pub(crate) cpu: f64,
+    pub(crate) rss_mib: f64,
+}
+
 /// What this part measured.
 pub(crate) struct DatapathResult {
     pub(crate) rows: Vec<Row>,
@@ -133,6 +143,8 @@ pub(crate) struct DatapathResult {
     pub(crate) tps: Vec<Tps>,
     pub(crate) haproxy: String,
     pub(crate) nft: String,
+    /// The agent idle at a million routes, after that scale's samples.
+    pub(crate) idle_at_a_million: Option<Idle>,
 }
 
 impl DatapathResult {
@@ -175,13 +187,9 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
     let tree = PodTree::new("egress-bench");
     let port = env::closing_server()?;
     let echo = env::echo_server()?;
-    // The periodic re-check of every map (10 s by default) takes about half a second of CPU
-    // at a million routes; it would land in samples, so it runs hourly here.
-    let agent = Agent::start(
-        "egress-bench",
-        &config(&tree, port, 1),
-        &["--resync-interval", "60m"],
-    )?;
+    // The agent's defaults: a resync every 10 s, which with nothing changed compares the
+    // facts and computes nothing.
+    let agent = Agent::start("egress-bench", &config(&tree, port, 1), &[])?;
     agent.wait_log("routes=1 ", Duration::from_mins(1))?;
     let stats = BpfStats::take()?;
     let bare = BareConnect4::attach(tree.root.path())?;
@@ -199,6 +207,7 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
             rows: Vec::new(),
             program: Vec::new(),
             tps: Vec::new(),
+            idle_at_a_million: None,
             haproxy: Sidecar::version(),
             nft: crate::shell::output(std::process::Command::new("nft").arg("--version"))
                 .unwrap_or_default()
@@ -215,6 +224,13 @@ pub(crate) fn run() -> anyhow::Result<DatapathResult> {
             agent.wait_log(&format!("routes={scale} "), Duration::from_mins(5))?;
         }
         runner.scale(scale)?;
+        if scale == 1_000_000 {
+            env::settle()?;
+            runner.result.idle_at_a_million = Some(Idle {
+                cpu: env::cpu_share(agent.pid(), IDLE_SAMPLE)?,
+                rss_mib: env::rss_mib(agent.pid())?,
+            });
+        }
     }
     // The transactions are to the echo server's port: route that one alone.
     agent.write_config(&config(&tree, echo, 1))?;
