@@ -17,6 +17,7 @@ mod datapath;
 mod dns;
 mod env;
 mod floor;
+mod goals;
 mod peers;
 mod plot;
 mod report;

@@ -2,6 +2,7 @@
 
 use std::{fmt::Write as _, process::Command};
 
+use super::goals;
 use super::{
     control::{self, ControlResult},
     datapath::{DatapathResult, Mechanism, PROGRAM_SCALES, ProgramRow, SCALES, TPS_CONNECTIONS},
@@ -17,16 +18,7 @@ pub(crate) struct Results {
     pub(crate) control: ControlResult,
 }
 
-/// One goal: what, the target, the measured value, whether met, and (when missed) why.
-struct Goal {
-    what: &'static str,
-    target: &'static str,
-    measured: String,
-    met: bool,
-    gap: String,
-}
-
-fn scale_name(scale: usize) -> String {
+pub(super) fn scale_name(scale: usize) -> String {
     match scale {
         1_000_000 => "1M".to_owned(),
         n if n >= 1_000 => format!("{}k", n / 1_000),
@@ -48,7 +40,7 @@ pub(crate) fn render(results: &Results) -> anyhow::Result<String> {
     program_section(&mut text, &results.datapath);
     dns_section(&mut text, &results.dns);
     control_section(&mut text, &results.control);
-    goals_section(&mut text, &goals(results));
+    goals::section(&mut text, results);
     Ok(text)
 }
 
@@ -202,7 +194,7 @@ const PROGRAM_PATHS: [Mechanism; 4] = [
 
 /// connect4's median ns per call on `path` at `routes`, and the median of the same samples'
 /// cost above the floor.
-fn program_ns(d: &DatapathResult, path: Mechanism, routes: usize) -> (f64, f64) {
+pub(super) fn program_ns(d: &DatapathResult, path: Mechanism, routes: usize) -> (f64, f64) {
     let row = d
         .program
         .iter()
@@ -214,7 +206,7 @@ fn program_ns(d: &DatapathResult, path: Mechanism, routes: usize) -> (f64, f64) 
 }
 
 /// The median of one measure over the rows `keep` picks.
-fn program_median(
+pub(super) fn program_median(
     d: &DatapathResult,
     keep: impl Fn(&ProgramRow) -> bool,
     measure: impl Fn(&ProgramRow) -> &Vec<f64>,
@@ -329,146 +321,4 @@ fn control_section(text: &mut String, c: &ControlResult) {
         median(&c.pod_ms),
         percentile(&c.pod_ms, 0.99)
     );
-}
-
-#[expect(clippy::too_many_lines, reason = "one goal after another")]
-fn goals(r: &Results) -> Vec<Goal> {
-    let d = &r.datapath;
-    let (redirect_ns, redirect_above) = program_ns(d, Mechanism::HookRedirect, 1_000_000);
-    let (miss_ns, miss_above) = program_ns(d, Mechanism::HookMiss, 1_000_000);
-    let floor = program_median(d, |r| r.routes == 1_000_000, |r| &r.floor);
-    let socket_ns = program_median(
-        d,
-        |r| matches!(r.path, Mechanism::HookMiss | Mechanism::HookRedirect),
-        |r| &r.socket,
-    );
-    let flat: Vec<f64> = SCALES
-        .iter()
-        .map(|s| d.paired_ratio(Mechanism::Direct, Mechanism::HookRedirect, *s))
-        .collect();
-    let worst_flat = flat.iter().copied().fold(f64::NAN, f64::min);
-    let nft = d.paired_ratio(Mechanism::NftMap, Mechanism::HookRedirect, 10_000);
-    let busy = TPS_CONNECTIONS[1];
-    let proxy = d.tps(Mechanism::HookRedirect, busy) / d.tps(Mechanism::Sidecar, busy);
-    let proxy_one = d.tps(Mechanism::HookRedirect, 1) / d.tps(Mechanism::Sidecar, 1);
-    let c = &r.control;
-    let pod_p99 = percentile(&c.pod_ms, 0.99);
-    let policy_p99 = percentile(&c.policy_ms, 0.99);
-    let bulk = r.dns.bulk_ratio();
-    vec![
-        Goal {
-            what: "redirect, per call, pod depth, 1M routes",
-            target: "≤ 300 ns",
-            measured: format!("{redirect_ns:.0} ns"),
-            met: redirect_ns <= 300.0,
-            gap: format!(
-                "{floor:.0} ns of it is the floor (the bare program in the same calls); {redirect_above:.0} ns is the agent's: the two destination lookups, the socket's storage (the first read of a socket's storage takes its lock to fill the storage cache), the target lookup, the reverse slot and the counters. Fewer would need one map for global and learned addresses, which the kernel writes to and the agent diffs, or counters the agent sums from the sockets."
-            ),
-        },
-        Goal {
-            what: "miss, per call, 1M routes",
-            target: "≤ 150 ns",
-            measured: format!("{miss_ns:.0} ns"),
-            met: miss_ns <= 150.0,
-            gap: format!(
-                "{floor:.0} ns of it is the floor; {miss_above:.0} ns is the agent's: two hash lookups (the global address and the learned marker), with 16- and 24-byte keys. One lookup would need the kernel and the agent to write one map."
-            ),
-        },
-        Goal {
-            what: "direct ÷ redirect connection cost, worst of 1, 10k, 1M routes (median of paired rounds)",
-            target: "≥ 0.97",
-            measured: format!("{worst_flat:.2}"),
-            met: worst_flat >= 0.97,
-            gap: format!(
-                "What the programs take per redirected connection (the table above: sock_create creating the socket's storage, {socket_ns:.0} ns, and connect4, {redirect_ns:.0} ns, both with their floor) is {:.1}% of a direct connection; the DNS programs add about {:.0} ns per packet. The rest is the noise between paired rounds (see Noise above). Most of the programs' part is the socket's storage, which a redirected socket cannot do without (it holds the reverse translation); what would shrink it is a smaller allocation, not fewer lookups.",
-                (socket_ns + redirect_ns) / 10.0 / d.direct(),
-                r.dns.ns_per_packet,
-            ),
-        },
-        Goal {
-            what: "nftables map DNAT ÷ hook redirect, 10k elements (median of paired rounds)",
-            target: "≥ 1.2",
-            measured: format!("{nft:.2}"),
-            met: nft >= 1.2,
-            gap: "On loopback a connection costs tens of µs, so conntrack's and NAT's per-connection work is a small share; the gap grows with real NICs and long-lived conntrack tables.".to_owned(),
-        },
-        Goal {
-            what: "transactions, hook redirect ÷ sidecar proxy, CPU-bound (one connection)",
-            target: "≥ 2",
-            measured: format!("{proxy:.2} ({proxy_one:.2})"),
-            met: proxy >= 2.0,
-            gap: "The proxy's extra hop is two more socket passes per transaction; on this 2-core machine the client, the server and haproxy share the cores.".to_owned(),
-        },
-        Goal {
-            what: "pod cgroup → map, p99",
-            target: "< 5 ms",
-            measured: format!("{pod_p99:.2} ms"),
-            met: pod_p99 < 5.0,
-            gap: "Each inotify event walks the kubelet's cgroup directories again (one readdir each) and rebuilds the intent's pod list from the last cluster state; indexing the tree incrementally from the events would bound it by one directory read.".to_owned(),
-        },
-        Goal {
-            what: "idle agent CPU",
-            target: "< 0.5% of a core",
-            measured: format!("{:.2}%", c.idle_cpu * 100.0),
-            met: c.idle_cpu < 0.005,
-            gap: "Every 10 s the resync walks the kubelet's cgroup directories and expires learned addresses (with nothing changed it computes nothing); a longer --resync-interval trades that for slower recovery from missed events.".to_owned(),
-        },
-        Goal {
-            what: "agent RSS, 10k Services, 10k namespaces, 110 pods",
-            target: "≤ 64 MiB",
-            measured: format!("{:.1} MiB", c.rss_mib),
-            met: c.rss_mib <= 64.0,
-            gap: "Namespaces are the only cluster-wide watch left; keeping only the namespaces of local pods (and those policies' selectors name) would cut it further.".to_owned(),
-        },
-        Goal {
-            what: "policy change → maps, p99",
-            target: "≤ 100 ms",
-            measured: format!("{policy_p99:.1} ms"),
-            met: policy_p99 <= 100.0,
-            gap: "The whole index is recomputed on each change; computing only the changed policy's rules would bound it.".to_owned(),
-        },
-        Goal {
-            what: "connect right after the answer, direct",
-            target: "0",
-            measured: format!("{} of {}", r.dns.connect_after_answer.1, dns::ROUNDS),
-            met: r.dns.connect_after_answer.1 == 0,
-            gap: "An answer the program could not parse is counted as unparsed; see maps stats.".to_owned(),
-        },
-        Goal {
-            what: "bulk TCP throughput with the learning programs ÷ without: 1 − the programs' share of the transfer's time (paired throughput rounds, median)",
-            target: "≥ 0.99",
-            measured: format!("{:.4} ({bulk:.3})", 1.0 - r.dns.bulk_program_share),
-            met: 1.0 - r.dns.bulk_program_share >= 0.99,
-            gap: "A packet of a socket connected to a port that is not a DNS port leaves at the first check; what is left per packet is the programs' dispatch and bpf_stats' own clock reads.".to_owned(),
-        },
-    ]
-}
-
-fn goals_section(text: &mut String, goals: &[Goal]) {
-    let _ = writeln!(text, "## Goals\n");
-    let _ = writeln!(
-        text,
-        "| goal | target | measured | met |\n|---|---:|---:|:---:|"
-    );
-    for goal in goals {
-        let _ = writeln!(
-            text,
-            "| {} | {} | {} | {} |",
-            goal.what,
-            goal.target,
-            goal.measured,
-            if goal.met { "yes" } else { "**no**" }
-        );
-    }
-    let missed: Vec<&Goal> = goals.iter().filter(|g| !g.met).collect();
-    if !missed.is_empty() {
-        text.push_str("\nWhere a goal was missed, why, and what would close the gap:\n\n");
-        for goal in missed {
-            let _ = writeln!(
-                text,
-                "* **{}** ({}): {}",
-                goal.what, goal.measured, goal.gap
-            );
-        }
-    }
 }
