@@ -103,6 +103,22 @@ fn changing_the_attach_point_moves_every_link() {
     );
 }
 
+/// Rewrites the config without the web rule's UDP port and checks that UDP now goes direct.
+fn drop_udp_from_the_web_rule(world: &World, agent: &Agent) {
+    let tcp_only = world
+        .web_rule()
+        .lines()
+        .filter(|l| !l.contains("UDP"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    agent.write_config(&world.config(&tcp_only));
+    agent.wait_converged(1, 1);
+    assert_eq!(
+        Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
+        "direct:ping"
+    );
+}
+
 #[test]
 fn invalid_reload_keeps_the_state_and_says_why() {
     if !kernel_tests_enabled() {
@@ -128,18 +144,7 @@ fn invalid_reload_keeps_the_state_and_says_why() {
     );
 
     // A valid edit is picked up from the file alone (no signal), adding and removing routes.
-    let tcp_only = world
-        .web_rule()
-        .lines()
-        .filter(|l| !l.contains("UDP"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    agent.write_config(&world.config(&tcp_only));
-    agent.wait_converged(1, 1);
-    assert_eq!(
-        Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
-        "direct:ping"
-    );
+    drop_udp_from_the_web_rule(&world, &agent);
 }
 
 #[test]
@@ -152,18 +157,7 @@ fn an_idle_resync_computes_nothing_and_the_next_reload_still_lands() {
     // The test agent resyncs every second; with the intent and the facts as last written, a
     // resync skips the computation.
     agent.wait_log("intent and facts unchanged since the last write");
-    let tcp_only = world
-        .web_rule()
-        .lines()
-        .filter(|l| !l.contains("UDP"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    agent.write_config(&world.config(&tcp_only));
-    agent.wait_converged(1, 1);
-    assert_eq!(
-        Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
-        "direct:ping"
-    );
+    drop_udp_from_the_web_rule(&world, &agent);
     assert_eq!(
         Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
         "gateway"

@@ -48,6 +48,7 @@ fn nft_gap(d: &DatapathResult) -> String {
     )
 }
 
+#[expect(clippy::too_many_lines, reason = "one goal after another")]
 fn goals(r: &Results) -> Vec<Goal> {
     let d = &r.datapath;
     let (redirect_ns, redirect_above) = program_ns(d, Mechanism::HookRedirect, 1_000_000);
