@@ -42,7 +42,7 @@ fn nft_gap(d: &DatapathResult) -> String {
     let direct = d.micros(Mechanism::Direct, 10_000).unwrap_or(f64::NAN);
     let nft = d.micros(Mechanism::NftMap, 10_000).unwrap_or(f64::NAN);
     format!(
-        "nftables' DNAT cost {nft:.1} µs per connection, {:.2}× a direct one ({direct:.1} µs). For 1.2, a redirected connection would have to take at most {:.1} µs, less than a direct connection: on loopback, conntrack's and NAT's per-connection work is too small a share of a connection for any mechanism to reach it. It takes a path where NAT costs more than a fifth of a direct connection (real NICs, large conntrack tables).",
+        "nftables' DNAT cost {nft:.1} µs per connection, {:.2}× a direct one ({direct:.1} µs). For 1.2, a redirected connection would have to take at most {:.1} µs, less than a direct connection: on loopback, conntrack's and NAT's per-connection work is too small a share of a connection for any mechanism to reach it. It would take a setting where conntrack and NAT cost more than a fifth of a direct connection; this machine, with loopback only, has none to measure.",
         nft / direct,
         nft / 1.2,
     )
