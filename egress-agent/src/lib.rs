@@ -21,6 +21,7 @@ pub mod engine;
 pub mod explain;
 pub mod file;
 pub mod health;
+pub mod heap;
 pub mod inspect;
 pub mod intent;
 pub mod k8s;

@@ -1,6 +1,7 @@
 //! The engine's loop, the same for every mode: take each new state of the source, reconcile
-//! when the DNS engine's answers change, and on every resync expire learned addresses and
-//! re-check the maps. SIGTERM and SIGINT end it and leave the pinned programs and maps working.
+//! when the DNS engine's answers change, and on every resync expire learned addresses,
+//! re-check the maps and return freed heap to the kernel. SIGTERM and SIGINT end it and leave
+//! the pinned programs and maps working.
 
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ pub async fn run(
             _ = resync.tick() => {
                 engine.expire_learned();
                 engine.apply();
+                crate::heap::trim();
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
