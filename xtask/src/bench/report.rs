@@ -18,7 +18,7 @@ pub(crate) struct Results {
     pub(crate) control: ControlResult,
 }
 
-pub(super) fn scale_name(scale: usize) -> String {
+fn scale_name(scale: usize) -> String {
     match scale {
         1_000_000 => "1M".to_owned(),
         n if n >= 1_000 => format!("{}k", n / 1_000),
