@@ -57,6 +57,9 @@ pub struct FileSource {
     last_stamp: Option<Stamp>,
     /// The last valid configuration.
     config: Option<Config>,
+    /// Why the file as last read is not in force; kept until a valid one is read, so a resync
+    /// does not clear it from `/status`.
+    error: Option<String>,
     /// Configured cgroups not found on the last lookup, reported once until they appear.
     missing: BTreeSet<PathBuf>,
     state: watch::Sender<SourceState>,
@@ -75,6 +78,7 @@ impl FileSource {
             last_text: None,
             last_stamp: None,
             config: None,
+            error: None,
             missing: BTreeSet::new(),
             state,
         };
@@ -110,7 +114,7 @@ impl FileSource {
                     // Also read when nothing in the metadata moved: two writes of one size
                     // within a timestamp tick would otherwise go unnoticed.
                     self.reload(false);
-                    self.publish(None);
+                    self.publish(self.error.clone());
                 }
                 () = self.state.closed() => return Ok(()),
             }
@@ -155,8 +159,10 @@ impl FileSource {
     }
 
     /// Publishes the intent of the last valid configuration (its cgroups looked up now) and
-    /// `error`; the engine hears of it only when something changed.
+    /// `error`, which stays the source's error until the next publish; the engine hears of it
+    /// only when something changed.
     fn publish(&mut self, error: Option<String>) {
+        self.error.clone_from(&error);
         let intent = self.config.clone().map(|config| self.intent(&config));
         self.state.send_if_modified(|state| {
             let changed = state.intent != intent || state.error != error;

@@ -138,6 +138,15 @@ fn invalid_reload_keeps_the_state_and_says_why() {
     );
     assert!(agent.is_running(), "a bad config must not stop the agent");
     assert_eq!(agent.routes(), before, "the previous state stays");
+    // Still said after a few resyncs (every second here), while the file stays bad.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status = agent.status().expect("status");
+    assert!(
+        status["agent"]["configError"]
+            .as_str()
+            .is_some_and(|e| e.contains("rules[0].ports[1].protocol")),
+        "the rejection stays in the status until a valid edit: {status}"
+    );
     assert_eq!(
         Probe::run(&world.selected, "udp", &world.direct_addr()).reply(),
         "gateway:ping"
