@@ -156,15 +156,23 @@ impl DatapathResult {
             .map(|r| median(&r.micros))
     }
 
+    /// Every round of `mechanism`, at every scale.
+    pub(crate) fn rounds(&self, mechanism: Mechanism) -> Vec<f64> {
+        self.rows
+            .iter()
+            .filter(|r| r.mechanism == mechanism)
+            .flat_map(|r| r.micros.iter().copied())
+            .collect()
+    }
+
+    /// The median of every round of `mechanism`, at every scale.
+    pub(crate) fn pooled(&self, mechanism: Mechanism) -> f64 {
+        median(&self.rounds(mechanism))
+    }
+
     /// The median direct connection over every scale's rounds.
     pub(crate) fn direct(&self) -> f64 {
-        let all: Vec<f64> = self
-            .rows
-            .iter()
-            .filter(|r| r.mechanism == Mechanism::Direct)
-            .flat_map(|r| r.micros.iter().copied())
-            .collect();
-        median(&all)
+        self.pooled(Mechanism::Direct)
     }
 }
 

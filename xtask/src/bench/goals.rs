@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     datapath::{DatapathResult, Mechanism, SCALES, TPS_CONNECTIONS},
-    dns, median, percentile,
+    dns, percentile,
     report::{Results, program_median, program_ns},
 };
 
@@ -18,26 +18,15 @@ struct Goal {
     gap: String,
 }
 
-/// The median of every round of `mechanism`, at every scale.
-fn pooled(d: &DatapathResult, mechanism: Mechanism) -> f64 {
-    let all: Vec<f64> = d
-        .rows
-        .iter()
-        .filter(|r| r.mechanism == mechanism)
-        .flat_map(|r| r.micros.iter().copied())
-        .collect();
-    median(&all)
-}
-
 /// Where a redirected connection's extra time goes, from the same run's rows pooled over every
 /// scale (the hook cases do not depend on it, and one scale's three to five rounds are too few
 /// to split a few µs): the hooks merely attached, a selected task's socket (its storage), the
 /// redirect itself.
 fn overhead_gap(d: &DatapathResult) -> String {
-    let direct = pooled(d, Mechanism::Direct);
-    let unselected = pooled(d, Mechanism::HookUnselectedMiss);
-    let selected = pooled(d, Mechanism::HookMiss);
-    let redirect = pooled(d, Mechanism::HookRedirect);
+    let direct = d.pooled(Mechanism::Direct);
+    let unselected = d.pooled(Mechanism::HookUnselectedMiss);
+    let selected = d.pooled(Mechanism::HookMiss);
+    let redirect = d.pooled(Mechanism::HookRedirect);
     let share = |us: f64| us / direct * 100.0;
     format!(
         "Pooled over every scale's rounds, a redirected connection took {:.1} µs more than a direct one (medians; parts smaller than the noise are ties): {:.1} µs ({:.1}%) with the hooks merely attached (an unselected task, an unrouted destination: the socket, connect and packet programs' dispatch), {:.1} µs ({:.1}%) for a selected task's socket (its storage, created at socket() and freed at close), and {:.1} µs ({:.1}%) for the redirect itself. The storage is what a redirected socket cannot do without: it holds the reverse translation and the decision, is charged to the socket and is never evicted; creating it at connect instead moves the cost, it does not remove it. A shared table keyed by socket cookie would cost less, but one pod could fill it for every other pod and a translation could be lost. The packet programs are what learning from DNS answers costs.",

@@ -98,12 +98,7 @@ fn connection_section(text: &mut String, d: &DatapathResult) {
         }
         text.push('\n');
     }
-    let direct_rounds: Vec<f64> = d
-        .rows
-        .iter()
-        .filter(|r| r.mechanism == Mechanism::Direct)
-        .flat_map(|r| r.micros.iter().copied())
-        .collect();
+    let direct_rounds = d.rounds(Mechanism::Direct);
     let _ = writeln!(
         text,
         "\nThe sidecar's cost does not depend on the number of destinations (one REDIRECT rule; the\nproxy picks the upstream), so it is measured once. At a million, each peer's rules were\ninstalled once (about a minute each) and its rounds ran back to back, with a round of the\ndirect and hook cases after each peer, once the machine was idle again (removing a million\nrules keeps the kernel busy for a while). The agent runs with its defaults (a resync every\n10 s).{idle} **Noise:** the direct case's {} samples spread over\n{:.0}% of their median; rows closer than that to each other are a tie.\n",
