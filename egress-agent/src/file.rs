@@ -113,30 +113,33 @@ impl FileSource {
                 _ = resync.tick() => {
                     // Also read when nothing in the metadata moved: two writes of one size
                     // within a timestamp tick would otherwise go unnoticed.
-                    self.reload(false);
-                    self.publish(self.error.clone());
+                    if !self.reload(false) {
+                        self.publish(self.error.clone());
+                    }
                 }
                 () = self.state.closed() => return Ok(()),
             }
         }
     }
 
-    /// Reads the file; when it changed (or `force`), validates and applies it.
-    fn reload(&mut self, force: bool) {
+    /// Reads the file; when it changed (or `force`), validates and applies it. Returns whether
+    /// it published.
+    fn reload(&mut self, force: bool) -> bool {
         self.last_stamp = stamp(&self.path);
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(err) => {
-                if force || self.last_text.is_some() {
+                let report = force || self.last_text.is_some();
+                if report {
                     error!(path = %self.path.display(), error = %err, "cannot read config; keeping the current state");
                     self.publish(Some(format!("cannot read {}: {err}", self.path.display())));
                 }
                 self.last_text = None;
-                return;
+                return report;
             }
         };
         if !force && self.last_text.as_deref() == Some(text.as_str()) {
-            return;
+            return false;
         }
         self.last_text = Some(text.clone());
         match Config::parse(&self.path, &text)
@@ -156,6 +159,7 @@ impl FileSource {
                 self.publish(Some(err));
             }
         }
+        true
     }
 
     /// Publishes the intent of the last valid configuration (its cgroups looked up now) and
