@@ -61,6 +61,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     packages()?;
     python_packages()?;
     bpffs()?;
+    verify(&nightly)?;
     println!("setup: done");
     Ok(())
 }
@@ -95,23 +96,28 @@ fn nightly_toolchain(toolchain: &str) -> anyhow::Result<()> {
     if ready {
         return Ok(());
     }
-    shell::run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        toolchain,
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-        "--component",
-        "clippy",
-    ]))
+    shell::run_fetch(
+        "setup: the eBPF nightly",
+        Command::new("rustup").args([
+            "toolchain",
+            "install",
+            toolchain,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+            "--component",
+            "clippy",
+        ]),
+    )
 }
 
 /// bpf-linker links the nightly's libLLVM dynamically, so it runs where the nightly's library
-/// path is set: under `rustup run <nightly>`, which is how aya-build invokes the eBPF build.
+/// path is set: under `rustup run <nightly>`, which is how aya-build invokes the eBPF build. It
+/// counts only at the pinned version: a changed pin rebuilds it.
 fn bpf_linker_works(toolchain: &str) -> bool {
-    works("rustup", &["run", toolchain, "bpf-linker", "--version"])
+    shell::output(Command::new("rustup").args(["run", toolchain, "bpf-linker", "--version"]))
+        .is_ok_and(|version| version.split_whitespace().nth(1) == Some(BPF_LINKER_VERSION))
 }
 
 fn bpf_linker(toolchain: &str) -> anyhow::Result<()> {
@@ -129,8 +135,7 @@ fn bpf_linker(toolchain: &str) -> anyhow::Result<()> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so."))
         })
         .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
-    let prefix = PathBuf::from(home).join(".cache/egress-agent/llvm-prefix");
+    let prefix = shell::cache_dir().join("llvm-prefix");
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
@@ -140,10 +145,12 @@ fn bpf_linker(toolchain: &str) -> anyhow::Result<()> {
         "setup: building bpf-linker against {} (a few minutes)",
         libllvm.display()
     );
-    shell::run(
+    shell::run_fetch(
+        "setup: bpf-linker",
         shell::cargo()
             .args([
                 "install",
+                "--force",
                 "--locked",
                 "bpf-linker",
                 "--version",
@@ -180,23 +187,75 @@ fn bpffs() -> anyhow::Result<()> {
     shell::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }
 
-/// From `PyPI`: kubernetes-validate checks `deploy/` against the real Kubernetes schemas;
-/// virtme-ng (`vng`) boots the matrix's kernels; cel-python runs the admission policy's CEL
-/// against example policies.
+/// From `PyPI`, each at its pinned version (another installed version is replaced):
+/// kubernetes-validate checks `deploy/` against the real Kubernetes schemas; virtme-ng (`vng`)
+/// boots the matrix's kernels; cel-python runs the admission policy's CEL against example
+/// policies.
+const PYTHON_PACKAGES: [(&str, &str); 3] = [
+    ("kubernetes-validate", "1.37.0"),
+    ("virtme-ng", "1.42"),
+    ("cel-python", "0.5.0"),
+];
+
 fn python_packages() -> anyhow::Result<()> {
-    for (check, package) in [
-        ("import kubernetes_validate", "kubernetes-validate"),
-        ("import virtme_ng", "virtme-ng"),
-        ("import celpy", "cel-python"),
-    ] {
-        if works("python3", &["-c", check]) {
+    for (package, version) in PYTHON_PACKAGES {
+        if python_version(package).as_deref() == Some(version) {
             continue;
         }
-        shell::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", package]))?;
+        shell::run_fetch(
+            &format!("setup: {package}"),
+            Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                &format!("{package}=={version}"),
+            ]),
+        )?;
     }
     if !works("sh", &["-c", "command -v vng"]) {
         bail!("virtme-ng is installed but `vng` is not on PATH");
     }
+    Ok(())
+}
+
+/// The installed version of a Python package.
+fn python_version(package: &str) -> Option<String> {
+    shell::output(Command::new("python3").args([
+        "-c",
+        "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))",
+        package,
+    ]))
+    .ok()
+    .map(|v| v.trim().to_owned())
+}
+
+/// Checks, after the steps, that every pinned tool is there at its pin; fails naming each that
+/// is not.
+fn verify(nightly: &str) -> anyhow::Result<()> {
+    let mut wrong = Vec::new();
+    if !sysroot(nightly).is_ok_and(|s| s.join("lib/rustlib/src/rust/library/core").exists()) {
+        wrong.push(format!("{nightly} with rust-src"));
+    }
+    if !bpf_linker_works(nightly) {
+        wrong.push(format!("bpf-linker {BPF_LINKER_VERSION}"));
+    }
+    for (package, version) in PYTHON_PACKAGES {
+        if python_version(package).as_deref() != Some(version) {
+            wrong.push(format!("{package} {version}"));
+        }
+    }
+    if !wrong.is_empty() {
+        bail!("not installed at their pins: {}", wrong.join(", "));
+    }
+    let pins: Vec<String> = PYTHON_PACKAGES
+        .iter()
+        .map(|(package, version)| format!("{package} {version}"))
+        .collect();
+    println!(
+        "setup: at their pins: {nightly} with rust-src, bpf-linker {BPF_LINKER_VERSION}, {}",
+        pins.join(", ")
+    );
     Ok(())
 }
 
@@ -212,8 +271,12 @@ fn packages() -> anyhow::Result<()> {
     if !shell::is_root() {
         bail!("missing packages {missing:?}: run `cargo xtask setup` as root, or install them");
     }
-    shell::run(Command::new("apt-get").args(["update", "-qq"]))?;
-    shell::run(
+    shell::run_fetch(
+        "setup: apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    shell::run_fetch(
+        "setup: Debian packages",
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)

@@ -1,6 +1,6 @@
 //! Running commands.
 
-use std::{path::PathBuf, process::Command};
+use std::{fmt::Write as _, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 
@@ -12,9 +12,12 @@ pub(crate) fn root() -> PathBuf {
         .to_owned()
 }
 
-/// Runs `command` in the workspace root, echoing it; fails on a non-zero exit.
+/// Runs `command`, echoing it, in the directory it names or else the workspace root; fails on
+/// a non-zero exit.
 pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
-    command.current_dir(root());
+    if command.get_current_dir().is_none() {
+        command.current_dir(root());
+    }
     println!("+ {}", describe(command));
     let status = command
         .status()
@@ -41,6 +44,47 @@ pub(crate) fn output(command: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// How many times a step that fetches over the network is tried.
+const FETCH_ATTEMPTS: u32 = 5;
+
+/// Runs `step` until it succeeds, at most [`FETCH_ATTEMPTS`] times, waiting 2, 4, 8… s between
+/// tries: for every step that fetches over the network (`what` names it in the log).
+pub(crate) fn retrying<T>(
+    what: &str,
+    mut step: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut wait = std::time::Duration::from_secs(2);
+    let mut attempt = 1;
+    loop {
+        match step() {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt >= FETCH_ATTEMPTS => {
+                return Err(error.context(format!("{what}: failed {FETCH_ATTEMPTS} times")));
+            }
+            Err(error) => {
+                println!(
+                    "{what}: attempt {attempt} of {FETCH_ATTEMPTS} failed ({error:#}); again in {} s",
+                    wait.as_secs()
+                );
+                std::thread::sleep(wait);
+                wait *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// [`run`], retried as a network fetch.
+pub(crate) fn run_fetch(what: &str, command: &mut Command) -> anyhow::Result<()> {
+    retrying(what, || run(command))
+}
+
+/// The cache of downloads and builds: `~/.cache/egress-agent`.
+pub(crate) fn cache_dir() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+    PathBuf::from(home).join(".cache/egress-agent")
+}
+
 /// Whether `program` runs at all (`program args` exits 0).
 pub(crate) fn works(program: &str, args: &[&str]) -> bool {
     Command::new(program)
@@ -49,9 +93,12 @@ pub(crate) fn works(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Whether `command` exits 0 (its output discarded).
-pub(crate) fn works_in(command: &mut Command) -> bool {
-    command.output().is_ok_and(|o| o.status.success())
+/// Lower-case hexadecimal of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
 }
 
 /// `cargo`, as invoked by this xtask.
