@@ -2,6 +2,7 @@
 //! rules and pod selection, and the source that turns those into the engine's intent.
 
 pub mod apply;
+pub(crate) mod backoff;
 pub mod cgroups;
 pub mod convert;
 pub mod crd;

@@ -11,6 +11,9 @@
 //! Lists are served from the API server's watch cache (`resourceVersion=0`, unpaginated) by
 //! default, as the kubelet's are: at thousands of nodes a relist then never reaches etcd.
 //! [`Lists::Paginated`] asks for consistent lists in pages instead.
+//!
+//! A failed watch retries after [`super::backoff`]'s delay, which grows until the watch has
+//! completed a list and run without error for a while (not merely started a relist).
 
 use std::{fmt::Debug, time::Duration};
 
@@ -23,13 +26,14 @@ use kube::{
     Api, Client, Resource,
     api::{ApiResource, DynamicObject, GroupVersionKind},
     core::PartialObjectMeta,
-    runtime::{WatchStreamExt as _, watcher},
+    runtime::watcher,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{
+    backoff::WatchBackoff,
     convert::{self, key_of},
     crd::{EgressRedirectPolicy, GATEWAY_GROUP},
     index::{ENVOY_GATEWAY_NAME_LABEL, GATEWAY_NAME_LABEL},
@@ -294,6 +298,8 @@ async fn gateways_when_served(client: Client, lists: Lists, tx: mpsc::UnboundedS
     }
 }
 
+/// Runs one watcher, sending its events converted; after an error, the watcher is not polled
+/// (it retries on the next poll) until the backoff's delay has passed.
 fn spawn<K, S>(
     stream: S,
     scope: Scope,
@@ -305,7 +311,8 @@ where
     S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream.default_backoff());
+        let mut stream = std::pin::pin!(stream);
+        let mut backoff = WatchBackoff::default();
         while let Some(event) = stream.next().await {
             let update = match event {
                 Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
@@ -313,13 +320,27 @@ where
                 }
                 Ok(watcher::Event::Delete(object)) => Update::Remove(key_of(&object)),
                 Ok(watcher::Event::Init) => Update::Relist,
-                Ok(watcher::Event::InitDone) => Update::Synced,
-                // Nothing changes in the index on an error: the watcher retries with backoff
-                // and relists, and only a completed relist removes objects.
+                Ok(watcher::Event::InitDone) => {
+                    backoff.synced();
+                    Update::Synced
+                }
+                // Nothing changes in the index on an error: the watcher retries after the
+                // backoff and relists, and only a completed relist removes objects.
                 Err(err) => {
+                    let delay = backoff.failed();
                     crate::metrics::watch_restarted(scope.kind.name());
-                    warn!(error = %err, kind = scope.kind.name(), "watch failed; retrying with backoff");
-                    continue;
+                    warn!(
+                        error = %err,
+                        kind = scope.kind.name(),
+                        failures = backoff.failures(),
+                        retry_in = ?delay,
+                        "watch failed; retrying in {delay:.1?}"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        // Nobody listens any more: no retry.
+                        () = tx.closed() => return,
+                    }
                 }
             };
             if tx.send(Change { scope, update }).is_err() {

@@ -15,6 +15,17 @@ use tower_test::mock;
 use super::*;
 use crate::k8s::{apply::Applier, index::Index, refs::ReferenceWatches};
 
+/// `base` stretched by `EGRESS_TEST_TIME_SCALE` (default 1), as the kernel matrix sets it for
+/// its slow emulated VMs (the rule of the integration tests' `egress_tests::scaled`).
+fn scaled(base: Duration) -> Duration {
+    let scale = std::env::var("EGRESS_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    base * scale
+}
+
 fn list(api_version: &str, kind: &str, items: &serde_json::Value) -> Vec<u8> {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items}).to_string().into_bytes()
 }
@@ -123,7 +134,7 @@ async fn watchers_list_then_watch_and_feed_the_index() {
     }
     let mut references = ReferenceWatches::new(client, Lists::Cached, tx);
     let gw = ("gw".to_owned(), "gw".to_owned());
-    let filled = tokio::time::timeout(Duration::from_secs(10), async {
+    let filled = tokio::time::timeout(scaled(Duration::from_secs(10)), async {
         while let Some(change) = changes.recv().await {
             if applier.apply(&mut index, change) {
                 references.sync(&index.references(), &mut applier, &mut index);
@@ -316,4 +327,61 @@ fn a_namespace_change_without_local_pods_recomputes_nothing() {
         "unchanged"
     );
     assert_eq!(index.namespaces.len(), 2, "both stored");
+}
+
+/// A watcher whose every relist fails at its LIST, `failures` times: `Init` (sent before the
+/// LIST), then the error, whose instants go to `failed_at`.
+fn failing_relists(
+    failures: usize,
+    failed_at: Arc<Mutex<Vec<tokio::time::Instant>>>,
+) -> impl futures_util::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + 'static
+{
+    futures_util::stream::unfold(0, move |n| {
+        let failed_at = failed_at.clone();
+        async move {
+            if n == 2 * failures {
+                return None;
+            }
+            let event = if n % 2 == 0 {
+                Ok(watcher::Event::Init)
+            } else {
+                failed_at
+                    .lock()
+                    .expect("failed_at")
+                    .push(tokio::time::Instant::now());
+                Err(watcher::Error::NoResourceVersion)
+            };
+            Some((event, n + 1))
+        }
+    })
+}
+
+/// kube-runtime's `default_backoff` reset at each relist's `Init`: retries came every second.
+#[tokio::test(start_paused = true)]
+async fn relists_that_keep_failing_back_off_more_and_more() {
+    let failed_at = Arc::new(Mutex::new(Vec::new()));
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    // Gateways, not pods: the restarts counter is process-wide, and the metrics test counts the
+    // pods' restarts.
+    spawn(
+        failing_relists(8, failed_at.clone()),
+        whole(Kind::Gateways),
+        tx,
+        |p| Object::Pod(convert::pod(p)),
+    );
+    let mut relists = 0;
+    while let Some(change) = changes.recv().await {
+        assert!(matches!(change.update, Update::Relist), "{change:?}");
+        relists += 1;
+    }
+    assert_eq!(relists, 8);
+    let failed_at = failed_at.lock().expect("failed_at");
+    let initial = crate::k8s::backoff::INITIAL_DELAY;
+    for (n, pair) in (0u32..).zip(failed_at.windows(2)) {
+        let (gap, base) = (pair[1] - pair[0], initial * 2u32.pow(n));
+        assert!(
+            (base..=base * 2).contains(&gap),
+            "retry {n} came after {gap:?}, not {base:?} to twice that"
+        );
+    }
 }
