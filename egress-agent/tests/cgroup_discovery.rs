@@ -13,6 +13,18 @@ use egress_agent::{
     k8s::cgroups::{PodCgroups, watch},
 };
 
+/// `base` stretched for slow machines by `EGRESS_TEST_TIME_SCALE` (default 1), as the kernel
+/// matrix sets it for its emulated VMs: the rule of `egress_tests::scaled`, which this crate
+/// does not depend on.
+fn scaled(base: Duration) -> Duration {
+    let scale = std::env::var("EGRESS_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    base * scale
+}
+
 struct Subtree(PathBuf);
 
 impl Subtree {
@@ -102,7 +114,7 @@ fn the_watch_reports_pod_cgroups_as_they_appear_even_inside_new_parents() {
         // The kubelet's whole chain appears at once: parents and pod cgroup in one mkdir -p.
         tree.mkdir("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod11111111_2222_4333_8444_555555555555.slice");
         // A report may come while `mkdir -p` is half done; a later one holds the pod.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + scaled(Duration::from_secs(2));
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let Ok(Some(found)) = tokio::time::timeout(left, events.recv()).await else {
@@ -114,7 +126,7 @@ fn the_watch_reports_pod_cgroups_as_they_appear_even_inside_new_parents() {
         }
         // And a cgroupfs-layout pod later, inside directories watched since the first change.
         tree.mkdir("kubepods/burstable/pod66666666-7777-4888-9999-aaaaaaaaaaaa");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let deadline = tokio::time::Instant::now() + scaled(Duration::from_secs(3));
         while PodCgroups::scan(&roots).of(UID_B, &[]).is_empty() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             assert!(

@@ -35,6 +35,11 @@ impl TestCgroup {
         Self::create(mount.join(name))
     }
 
+    /// A cgroup at `path` (created with its parents), removed on drop.
+    pub fn at(path: PathBuf) -> Self {
+        Self::create(path)
+    }
+
     fn create(path: PathBuf) -> Self {
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
@@ -85,11 +90,16 @@ impl Drop for TestCgroup {
         if !self.owned {
             return;
         }
-        // Kill whatever is left, then remove; a busy cgroup retries briefly.
+        // Kill whatever is left, then remove; a busy cgroup retries briefly (scaled: the
+        // killed tasks take longer to go where time is scaled).
         let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-        for _ in 0..50 {
+        let deadline = std::time::Instant::now() + crate::scaled(std::time::Duration::from_secs(1));
+        loop {
             if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
                 return;
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

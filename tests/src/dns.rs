@@ -72,17 +72,42 @@ impl DnsServer {
         std::fs::write(self.hosts_path(), text).unwrap_or_else(|err| panic!("write hosts: {err}"));
     }
 
-    /// Replaces the answers (SIGHUP makes dnsmasq re-read the hosts file).
+    /// How often dnsmasq has read the hosts file so far (it logs `read FILE - N names` each
+    /// time, at start and on every SIGHUP).
+    fn hosts_reads(&self) -> usize {
+        self.log()
+            .matches(&format!("read {} - ", self.hosts_path().display()))
+            .count()
+    }
+
+    /// Waits until dnsmasq has read the hosts file more than `reads` times.
+    fn wait_hosts_read(&self, reads: usize) {
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(10));
+        while self.hosts_reads() <= reads {
+            assert!(
+                Instant::now() < deadline,
+                "dnsmasq never (re-)read its hosts file; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Replaces the answers: SIGHUP makes dnsmasq re-read the hosts file, and this waits until
+    /// it has (its log says so), so the next query gets the new answers.
     pub fn set_hosts(&self, hosts: &[(&str, &str)]) {
+        let reads = self.hosts_reads();
         self.write_hosts(hosts);
         let pid = self.child.as_ref().expect("dnsmasq is not running").id();
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(i32::try_from(pid).expect("pid"), libc::SIGHUP) };
-        std::thread::sleep(Duration::from_millis(100));
+        self.wait_hosts_read(reads);
     }
 
-    /// Starts dnsmasq (again, after [`DnsServer::stop`]) and waits until it answers.
+    /// Starts dnsmasq (again, after [`DnsServer::stop`]) and waits until it answers and has
+    /// logged reading the hosts file (so that [`DnsServer::set_hosts`] counts from there).
     pub fn spawn(&mut self) {
+        let reads = self.hosts_reads();
         let mut command = Command::new("dnsmasq");
         command
             .arg("--keep-in-foreground")
@@ -118,6 +143,7 @@ impl DnsServer {
             });
         self.child = Some(child);
         self.wait_answering();
+        self.wait_hosts_read(reads);
     }
 
     /// Stops dnsmasq: queries time out from now on.

@@ -56,6 +56,12 @@ pub fn scaled(base: std::time::Duration) -> std::time::Duration {
     base * scale
 }
 
+/// `duration` as a duration setting of the agent's config (`dns.grace` etc.), in
+/// milliseconds so that a [`scaled`] value is written exactly.
+pub fn config_duration(duration: std::time::Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
 /// A name unique to this process and call, for cgroups and pin directories.
 pub fn unique(label: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -81,4 +87,12 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
         .and_then(std::path::Path::parent)
         .expect("test binary in target/<profile>/deps");
     dir.join(name)
+}
+
+/// The workspace's root directory (where `deploy/` is).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
 }

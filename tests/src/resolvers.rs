@@ -101,12 +101,19 @@ impl RotatingDns {
         std::fs::rename(&staged, self.dir.join("zone.json")).expect("rename zone");
     }
 
-    /// A resolv.conf naming only this server, one attempt each.
+    /// A resolv.conf naming only this server, one attempt each, waiting 1 s for an answer
+    /// (scaled, in whole seconds; glibc takes at most 30).
     pub fn resolv_conf(&self) -> PathBuf {
         let path = self.dir.join("resolv.conf");
+        let timeout = crate::scaled(std::time::Duration::from_secs(1))
+            .as_secs()
+            .min(30);
         std::fs::write(
             &path,
-            format!("nameserver {}\noptions timeout:1 attempts:1\n", self.ip),
+            format!(
+                "nameserver {}\noptions timeout:{timeout} attempts:1\n",
+                self.ip
+            ),
         )
         .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
         path

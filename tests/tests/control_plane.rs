@@ -12,6 +12,7 @@ use egress_tests::{
     },
     kernel_tests_enabled,
     kube::FakeApi,
+    scaled,
 };
 use serde_json::{Value, json};
 
@@ -323,7 +324,7 @@ fn fail_closed_holds_when_the_gateway_goes_and_across_a_restart() {
     wait("the restarted agent is ready", || {
         agent.admin_get("/ready").0 == 200
     });
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + scaled(Duration::from_secs(3));
     while Instant::now() < until {
         assert_eq!(
             probe(&app.container, &target),
@@ -373,7 +374,7 @@ fn one_agent_writes_status_and_each_event_exists_once() {
     wait("status written", || {
         condition(&api, "gw", "broken", "ResolvedRefs").is_some_and(|c| c["status"] == "False")
     });
-    std::thread::sleep(egress_tests::scaled(Duration::from_secs(3)));
+    std::thread::sleep(scaled(Duration::from_secs(3)));
     let events: Vec<Value> = api
         .events()
         .into_iter()
@@ -443,12 +444,13 @@ fn watches_survive_gone_failures_and_pages_without_losing_state() {
     wait("routed", || !agent.routes().is_empty());
     let routes = agent.routes();
 
-    // The policy API fails for a while, and every watch is told its position is gone.
+    // The policy API fails for a while, and every watch is told its position is gone; the
+    // check spans the retries (scaled: they take longer where time is scaled).
     api.fail("/apis/egress-agent.io", 404, 5);
     api.fail("/api/v1/pods", 500, 3);
     api.compact();
     api.expire_watches(true);
-    let until = Instant::now() + Duration::from_secs(4);
+    let until = Instant::now() + scaled(Duration::from_secs(4));
     while Instant::now() < until {
         assert!(
             cgroup_ids(&agent).contains(&(app.pod.id(), "selected".into())),
@@ -569,7 +571,8 @@ fn a_restart_during_a_dns_outage_keeps_every_route_in_kubernetes_mode() {
         dns.stop();
         agent.spawn();
         let (mut connections, mut direct) = (0, 0);
-        let until = Instant::now() + Duration::from_secs(8);
+        // Scaled, to span the restart however slow it is.
+        let until = Instant::now() + scaled(Duration::from_secs(8));
         while Instant::now() < until {
             connections += 1;
             if probe(&app.container, &target).as_deref() != Ok("gateway") {

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use egress_tests::{Agent, DnsServer, Probe, Server, World, kernel_tests_enabled};
+use egress_tests::{
+    Agent, DnsServer, Probe, Server, World, config_duration, kernel_tests_enabled, scaled,
+};
 
 /// A rule sending the world's direct port for `hosts` to `gateway` (an address with a server on
 /// the world's gateway port).
@@ -105,7 +107,9 @@ fn a_changed_answer_is_picked_up_and_the_old_address_stays_through_grace() {
     }
     let world = World::new();
     let dns = DnsServer::start(1, &[("web.test", "127.0.0.2")], &[]);
-    let agent = start_web(&world, &dns, "web.test", "4s");
+    // Scaled: the checks below, made while the old address is in its grace, must fit in it.
+    let grace = scaled(Duration::from_secs(4));
+    let agent = start_web(&world, &dns, "web.test", &config_duration(grace));
 
     dns.set_hosts(&[("web.test", "127.0.0.6")]);
     let changed = Instant::now();
@@ -114,7 +118,7 @@ fn a_changed_answer_is_picked_up_and_the_old_address_stays_through_grace() {
     });
     let pickup = changed.elapsed();
     assert!(
-        pickup < egress_tests::scaled(Duration::from_secs(3)),
+        pickup < scaled(Duration::from_secs(3)),
         "TTL 1s: picked up after {pickup:?}"
     );
     assert!(
@@ -143,12 +147,12 @@ fn a_changed_answer_is_picked_up_and_the_old_address_stays_through_grace() {
     });
     let gone = changed.elapsed();
     assert!(
-        gone >= Duration::from_secs(4),
-        "left after {gone:?}: before its grace ended"
+        gone >= grace,
+        "left after {gone:?}: before its grace ({grace:?}) ended"
     );
     assert!(
-        gone < egress_tests::scaled(Duration::from_secs(9)),
-        "left after {gone:?}: long after its grace ended"
+        gone < grace + scaled(Duration::from_secs(5)),
+        "left after {gone:?}: long after its grace ({grace:?}) ended"
     );
     assert_eq!(
         Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
@@ -163,19 +167,21 @@ fn an_outage_keeps_the_addresses_stale_and_recovery_clears_the_mark() {
     }
     let world = World::new();
     let mut dns = DnsServer::start(1, &[("web.test", "127.0.0.2")], &[]);
+    // Scaled: the outage must be seen (stale) before TTL + grace would age the address out.
+    let grace = scaled(Duration::from_secs(2));
     let agent = Agent::start(&config(
         &world,
         &dns,
         &host_rule(&world, "web", "127.0.0.3", "web.test"),
-        "2s",
+        &config_duration(grace),
     ));
     agent.wait_until("routed", |routes, _| has_route(routes, "127.0.0.2/32"));
     dns.stop();
     agent.wait_status("web.test stale", |s| {
         s["hosts"][0]["stale"] == true && s["hosts"][0]["lastError"].is_string()
     });
-    // Well past TTL + grace: the address must still be there.
-    std::thread::sleep(Duration::from_secs(5));
+    // Well past TTL + grace (both scaled alike): the address must still be there.
+    std::thread::sleep(scaled(Duration::from_secs(5)));
     assert!(
         has_route(&agent.routes(), "127.0.0.2/32"),
         "outage must not drop addresses"
@@ -274,7 +280,7 @@ fn a_conflict_between_rules_picks_the_first_and_is_shown() {
         table.contains("CONFLICTS") && table.contains("second"),
         "{table}"
     );
-    std::thread::sleep(Duration::from_secs(3)); // a few refreshes and resyncs
+    std::thread::sleep(scaled(Duration::from_secs(3))); // a few refreshes and resyncs
     let warnings = agent.log().matches("the first rule wins").count();
     assert_eq!(warnings, 1, "one warning per conflict:\n{}", agent.log());
     assert_eq!(
@@ -289,8 +295,10 @@ fn a_reload_adds_and_removes_hosts_without_touching_unchanged_ones() {
         return;
     }
     let world = World::new();
+    // The whole test must run within one TTL (scaled: it runs slower where time is scaled).
+    let ttl = scaled(Duration::from_mins(1));
     let dns = DnsServer::start(
-        60,
+        u32::try_from(ttl.as_secs()).expect("TTL in u32 seconds"),
         &[
             ("web.test", "127.0.0.2"),
             ("old.test", "127.0.0.7"),
@@ -327,7 +335,7 @@ fn a_reload_adds_and_removes_hosts_without_touching_unchanged_ones() {
     assert_eq!(
         dns.queries_for("web.test"),
         web_queries,
-        "web.test (TTL 60s) must not be queried again by the reload"
+        "web.test (TTL {ttl:?}) must not be queried again by the reload"
     );
     assert!(
         agent.host_status("old.test").is_none(),

@@ -202,9 +202,17 @@ fn kubernetes_mode_end_to_end() {
         agent.admin_get("/ready").0 == 200
     });
 
-    // The app pod appears in the API before its cgroup exists (the usual order) ...
+    // The app pod appears in the API before its cgroup exists (the usual order): the agent
+    // selects it and misses its cgroup ...
     api.apply(&pod("apps", "app", APP_UID, &json!({"app": "client"})));
-    std::thread::sleep(Duration::from_millis(300));
+    agent.wait_status("the app pod selected, its cgroup missing", |status| {
+        status["agent"]["missingCgroups"]
+            .as_array()
+            .is_some_and(|m| {
+                m.iter()
+                    .any(|p| p.as_str().is_some_and(|p| p.contains("apps/app ")))
+            })
+    });
     // ... then the kubelet creates the cgroup: the inotify watch brings it in.
     let app_pod = node.pod(APP_UID);
     wait("app pod cgroup selected", || {

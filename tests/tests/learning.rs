@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use egress_tests::{
-    Agent, Probe, Server, TestCgroup, World, kernel_tests_enabled,
+    Agent, Probe, Server, TestCgroup, World, config_duration, kernel_tests_enabled,
     resolvers::{Greeters, Resolver, RotatingDns, Rounds, forge},
     scaled,
 };
@@ -388,15 +388,17 @@ fn learned_addresses_expire_after_ttl_plus_grace_and_status_shows_them() {
         return;
     }
     let sandbox = Sandbox::new();
-    let agent = sandbox.start_agent("'*.wild.test'", "2s");
+    // Scaled: the checks below, made before the address expires, must fit in its lifetime.
+    let grace = scaled(Duration::from_secs(2));
+    let agent = sandbox.start_agent("'*.wild.test'", &config_duration(grace));
     let rounds = sandbox.run(Resolver::Glibc, "x.wild.test", 1, "any");
     assert_no_leak(&agent, "before expiry", &rounds, &sandbox.world.selected);
     let row = learned_rows(&agent, "127.2.0.1").remove(0);
     assert_eq!(row["host"], "*.wild.test", "{row}");
     let expires = row["expiresInSecs"].as_f64().expect("learned rows expire");
     assert!(
-        expires > 0.0 && expires <= 3.0,
-        "TTL 1 s + grace 2 s: {row}"
+        expires > 0.0 && expires <= 1.0 + grace.as_secs_f64(),
+        "TTL 1 s + grace {grace:?}: {row}"
     );
     agent.wait_status("status lists what was learned", |s| {
         s["learned"].as_array().is_some_and(|l| {
@@ -457,7 +459,9 @@ fn an_address_one_scope_drops_stays_routed_for_a_scope_that_holds_it() {
         return;
     }
     let sandbox = Sandbox::new();
-    let agent = sandbox.start_agent("'*.wild.test'", "2s");
+    // Scaled: the neighbour's entry (TTL 1 s + grace) must outlive the sweep waited for below.
+    let grace = scaled(Duration::from_secs(2));
+    let agent = sandbox.start_agent("'*.wild.test'", &config_duration(grace));
     let rounds = sandbox.run(Resolver::Glibc, "x.wild.test", 1, "any");
     assert_no_leak(&agent, "selected", &rounds, &sandbox.world.selected);
     assert_eq!(markers(&agent), 1, "one address learned: one marker");
@@ -484,9 +488,10 @@ fn an_address_one_scope_drops_stays_routed_for_a_scope_that_holds_it() {
         assert!(Instant::now() < deadline, "never expired: {rows:?}");
         std::thread::sleep(Duration::from_millis(300));
     }
-    // A sweep after the selected cgroup's entry went (resync is 1 s; the neighbour's lasts
-    // 3 s): the marker stays, and a connect with no new answer is still redirected.
-    std::thread::sleep(Duration::from_millis(1200));
+    // A sweep after the selected cgroup's entry went (resync is 1 s; the neighbour's entry
+    // lasts TTL 1 s + grace, and the grace is scaled like this wait): the marker stays, and a
+    // connect with no new answer is still redirected.
+    std::thread::sleep(scaled(Duration::from_millis(1200)));
     assert_eq!(markers(&agent), 1, "the neighbour still holds the address");
     assert_eq!(
         Probe::run(&sandbox.neighbour, "tcp", &sandbox.greeter("127.2.0.1")).reply(),
@@ -513,7 +518,8 @@ fn an_address_one_scope_drops_stays_routed_for_a_scope_that_holds_it() {
 }
 
 /// Learns, stops the agent with `signal`, takes DNS down, starts the agent again and connects
-/// for 8 s to every address the workload had learned: none may go direct.
+/// for 8 s (scaled, to span the restart however slow it is) to every address the workload had
+/// learned: none may go direct.
 fn restart_during_an_outage(signal: i32) {
     let mut sandbox = Sandbox::new();
     let mut agent = sandbox.start_agent("pool.test", "5m");
@@ -529,7 +535,7 @@ fn restart_during_an_outage(signal: i32) {
     agent.spawn();
     let mut direct = Vec::new();
     let mut connections = 0;
-    let until = Instant::now() + Duration::from_secs(8);
+    let until = Instant::now() + scaled(Duration::from_secs(8));
     while Instant::now() < until {
         for address in &rounds.addresses {
             let probe = Probe::run(&sandbox.world.selected, "tcp", &sandbox.greeter(address));

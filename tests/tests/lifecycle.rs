@@ -139,7 +139,7 @@ fn invalid_reload_keeps_the_state_and_says_why() {
     assert!(agent.is_running(), "a bad config must not stop the agent");
     assert_eq!(agent.routes(), before, "the previous state stays");
     // Still said after a few resyncs (every second here), while the file stays bad.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::thread::sleep(egress_tests::scaled(std::time::Duration::from_secs(3)));
     let status = agent.status().expect("status");
     assert!(
         status["agent"]["configError"]

@@ -20,7 +20,11 @@ use std::{
     time::Duration,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connect or a read may take before the probe reports failure; stretched by
+/// `EGRESS_TEST_TIME_SCALE` (inherited from the test) like every wait of the tests.
+fn timeout() -> Duration {
+    egress_tests::scaled(Duration::from_secs(2))
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -63,12 +67,12 @@ fn main() {
 }
 
 fn tcp(addr: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
-    greeting(TcpStream::connect_timeout(&addr, TIMEOUT)?)
+    greeting(TcpStream::connect_timeout(&addr, timeout())?)
 }
 
 /// What a connected stream's server says before it closes, and the peer address reported.
 fn greeting(mut stream: TcpStream) -> std::io::Result<(String, SocketAddr)> {
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout()))?;
     let peer = stream.peer_addr()?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
@@ -81,7 +85,7 @@ fn bind_for(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     } else {
         UdpSocket::bind("[::]:0")?
     };
-    socket.set_read_timeout(Some(TIMEOUT))?;
+    socket.set_read_timeout(Some(timeout()))?;
     Ok(socket)
 }
 
