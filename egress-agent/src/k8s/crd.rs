@@ -100,16 +100,22 @@ pub struct Hostname(
     pub String,
 );
 
+/// Drops schemars' `uint16` format: the API server knows no such format and warns about it on
+/// every apply; `range` bounds the value instead.
+fn without_format(schema: &mut schemars::Schema) {
+    schema.remove("format");
+}
+
 /// One port mapping.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyPort {
     /// The port applications connect to.
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = 65535), transform = without_format)]
     pub port: u16,
     /// The gateway's port (default: `port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = 65535), transform = without_format)]
     pub gateway_port: Option<u16>,
     /// `TCP` (default) or `UDP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
