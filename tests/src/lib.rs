@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod dns;
 pub mod kube;
 pub mod net;
+pub mod realcluster;
 pub mod resolvers;
 pub mod world;
 

@@ -3,6 +3,7 @@
 #![expect(clippy::print_stdout, reason = "xtask talks to the terminal")]
 
 mod bench;
+mod cluster;
 mod demo;
 mod matrix;
 mod setup;
@@ -29,8 +30,9 @@ enum Command {
         /// (repeatable; default all).
         #[arg(long = "kernel")]
         kernels: Vec<String>,
-        /// Run only these integration suites: datapath, dns, kubernetes, lifecycle
-        /// (repeatable; default all).
+        /// Run only these integration suites: `cluster` (host kernel only), `control_plane`,
+        /// `datapath`, `dns`, `hardening`, `kubernetes`, `learning`, `lifecycle` (repeatable;
+        /// default all).
         #[arg(long = "suite")]
         suites: Vec<String>,
     },

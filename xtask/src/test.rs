@@ -12,7 +12,8 @@ use crate::{
 };
 
 /// Which kernels to run the integration tests on (`host`, `5.10`, `6.1`, `6.12` or `all`), and
-/// which suites (`datapath`, `dns`, `kubernetes`, `lifecycle`; empty means all).
+/// which suites (the test binaries of `tests/tests`; empty means all). The `cluster` suite runs
+/// on the host's kernel only: it needs the real cluster, which `cluster::build` makes.
 pub(crate) fn run(kernels: &[String], suites: &[String]) -> anyhow::Result<()> {
     let (host, matrix) = select(kernels)?;
     crate::setup::run()?;
@@ -53,12 +54,25 @@ pub(crate) fn run(kernels: &[String], suites: &[String]) -> anyhow::Result<()> {
     // The compiled stub resolvers (musl, Go), built here rather than in the slow guests.
     let clients = shell::root().join("target/release/dns-fixtures");
     egress_tests::resolvers::build_clients(&clients).map_err(anyhow::Error::msg)?;
+    let (cluster, others): (Vec<PathBuf>, Vec<PathBuf>) = binaries
+        .into_iter()
+        .partition(|b| matrix::suite_name(b) == CLUSTER_SUITE);
     let mut outcomes = Vec::new();
     if host {
-        outcomes.push(run_host(&binaries)?);
+        let mut host_binaries = others.clone();
+        let mut environment = Vec::new();
+        if !cluster.is_empty() {
+            let built = crate::cluster::build()?;
+            environment.push(("EGRESS_CLUSTER_BIN", built.binary));
+            environment.push(("EGRESS_GATEWAY_API_CRDS", built.gateway_crds));
+            host_binaries.extend(cluster);
+        }
+        outcomes.push(run_host(&host_binaries, &environment)?);
     }
     for kernel in matrix {
-        outcomes.push(matrix::run(kernel, &binaries)?);
+        if !others.is_empty() {
+            outcomes.push(matrix::run(kernel, &others)?);
+        }
     }
     summarize(&outcomes)
 }
@@ -154,7 +168,13 @@ fn test_binaries() -> anyhow::Result<Vec<PathBuf>> {
     Ok(binaries)
 }
 
-fn run_host(binaries: &[PathBuf]) -> anyhow::Result<matrix::Outcome> {
+/// The suite that needs the real cluster (host kernel only).
+const CLUSTER_SUITE: &str = "cluster";
+
+fn run_host(
+    binaries: &[PathBuf],
+    environment: &[(&str, PathBuf)],
+) -> anyhow::Result<matrix::Outcome> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()
@@ -165,6 +185,7 @@ fn run_host(binaries: &[PathBuf]) -> anyhow::Result<matrix::Outcome> {
         println!("---- kernel host ({release}): {name} ----");
         let started = std::time::Instant::now();
         let status = Command::new(binary)
+            .envs(environment.iter().map(|(k, v)| (k, v)))
             .current_dir(shell::root())
             .status()
             .with_context(|| format!("running {}", binary.display()))?;
