@@ -195,6 +195,31 @@ impl Kubelet {
             .ok()
     }
 
+    /// Sends `signal` to container `container` of the running pod `namespace/name`; false when
+    /// it does not run here.
+    pub fn signal(&self, namespace: &str, name: &str, container: &str, signal: i32) -> bool {
+        let state = self.state.lock().expect("kubelet state");
+        let Some(pod) = state.pods.get(&format!("{namespace}/{name}")) else {
+            return false;
+        };
+        pod.containers
+            .iter()
+            .filter(|c| c.name == container)
+            .inspect(|c| c.signal(signal))
+            .count()
+            > 0
+    }
+
+    /// How often container `container` of `namespace/name` was started again.
+    pub fn restarts(&self, namespace: &str, name: &str, container: &str) -> Option<u32> {
+        let state = self.state.lock().expect("kubelet state");
+        let pod = state.pods.get(&format!("{namespace}/{name}"))?;
+        pod.containers
+            .iter()
+            .find(|c| c.name == container)
+            .map(|c| c.restarts)
+    }
+
     /// The running pod's IP.
     pub fn pod_ip(&self, namespace: &str, name: &str) -> Option<String> {
         let state = self.state.lock().expect("kubelet state");
@@ -318,7 +343,27 @@ fn sync(context: &Context, kubepods: &Kubepods, state: &Mutex<State>) {
             pod::teardown(pod, Duration::ZERO);
         }
     }
+    restart_exited(state);
     probe(context, state, &items);
+}
+
+/// Starts again the containers that exited, as the kubelet does for `restartPolicy: Always`
+/// (without its back-off: the suite kills agents on purpose).
+fn restart_exited(state: &Mutex<State>) {
+    let mut state = state.lock().expect("state");
+    for pod in state.pods.values_mut().filter(|p| p.restart) {
+        let key = pod.key.clone();
+        for container in &mut pod.containers {
+            if container.exited() {
+                container.restarts += 1;
+                eprintln!(
+                    "kubelet: {key}: container {} exited; starting it again",
+                    container.name
+                );
+                container.start(&key);
+            }
+        }
+    }
 }
 
 fn bind(context: &Context, namespace: &str, name: &str) {

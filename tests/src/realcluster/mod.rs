@@ -35,6 +35,8 @@ pub const NODE: &str = "node-1";
 pub const PREFIX: &str = "egk";
 /// The service range.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The user whose requests the API server's audit log keeps: the agent's service account.
+pub const AUDITED_USER: &str = "system:serviceaccount:egress-agent-system:egress-agent";
 /// The cluster DNS Service's ClusterIP.
 pub const DNS_SERVICE_IP: &str = "10.96.0.10";
 
@@ -126,6 +128,9 @@ impl RealCluster {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
             "--allow-privileged=true".to_owned(),
             format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
+            // What the agent asks of the server, request by request (`audit_of`).
+            format!("--audit-policy-file={}", self.audit_policy().display()),
+            format!("--audit-log-path={}", self.log_path("audit").display()),
         ];
         self.spawn_in_node("kube-apiserver", &args);
         self.wait_for(
@@ -133,6 +138,28 @@ impl RealCluster {
             crate::scaled(Duration::from_secs(90)),
             |c| c.kubectl(&["get", "--raw", "/readyz"]).status.success(),
         );
+    }
+
+    /// Logs every request of `AUDITED_USER` (metadata only), nothing else.
+    fn audit_policy(&self) -> PathBuf {
+        let path = self.dir.join("audit-policy.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n  users: [\"{AUDITED_USER}\"]\n- level: None\n"
+            ),
+        )
+        .expect("write the audit policy");
+        path
+    }
+
+    /// The audit log's entries (one per request of [`AUDITED_USER`]).
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.log_path("audit"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     fn start_controller_manager(&mut self) {
@@ -222,10 +249,17 @@ impl RealCluster {
         self.kubectl_as("admin", args, None)
     }
 
-    /// kubectl as `identity` (a kubeconfig of [`pki`]), with `stdin` if given.
+    /// kubectl as `identity` (a kubeconfig of [`pki`]), with `stdin` if given; stopped after
+    /// 5 minutes (scaled), so a command that waits for what never happens fails the case.
     pub fn kubectl_as(&self, identity: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = self.node.command(&self.bin);
+        let mut command = Command::new("timeout");
         command
+            .arg("--kill-after=10")
+            .arg(crate::scaled(Duration::from_mins(5)).as_secs().to_string())
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.node.name))
+            .arg("--")
+            .arg(&self.bin)
             .arg("kubectl")
             .arg(format!(
                 "--kubeconfig={}",

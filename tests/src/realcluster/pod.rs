@@ -46,6 +46,44 @@ impl RunningPod {
     }
 }
 
+/// A container's process and how to start it again.
+#[derive(Debug)]
+pub(crate) struct Container {
+    /// The container's name.
+    pub(crate) name: String,
+    /// What starts it (its log file stays open in it, so a restart appends).
+    command: Command,
+    /// The running process.
+    pub(crate) child: Option<Child>,
+    /// How often it was started again.
+    pub(crate) restarts: u32,
+}
+
+impl Container {
+    /// Starts (or starts again) the process.
+    pub(crate) fn start(&mut self, pod: &str) {
+        match self.command.spawn() {
+            Ok(child) => self.child = Some(child),
+            Err(err) => eprintln!("kubelet: {pod}: container {}: {err}", self.name),
+        }
+    }
+
+    /// Sends `signal` to the process, if it runs.
+    pub(crate) fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: signalling a process we started and have not reaped.
+            unsafe { libc::kill(child.id().cast_signed(), signal) };
+        }
+    }
+
+    /// Whether the process has exited (and is reaped).
+    pub(crate) fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| child.try_wait().ok().flatten().is_some())
+    }
+}
+
 /// A pod this kubelet runs.
 #[derive(Debug)]
 pub(crate) struct RunningPod {
@@ -63,7 +101,10 @@ pub(crate) struct RunningPod {
     pub(crate) container_id: String,
     /// The pod's resolv.conf (the cluster DNS), bound over /etc/resolv.conf for its processes.
     pub(crate) resolv: PathBuf,
-    pub(crate) children: Vec<Child>,
+    /// Its containers' processes, by container name, with the command that (re)starts them.
+    pub(crate) containers: Vec<Container>,
+    /// Whether exited containers are started again (`restartPolicy` is not `Never`).
+    pub(crate) restart: bool,
     pub(crate) ready: bool,
     pub(crate) probe: Option<(String, u16)>,
     pub(crate) grace: Duration,
@@ -116,12 +157,11 @@ pub(super) fn write_status(
 /// Stops a pod's processes (SIGTERM, then SIGKILL after `grace`) and removes its netns and
 /// cgroups.
 pub(super) fn teardown(mut pod: RunningPod, grace: Duration) {
-    for child in &pod.children {
-        // SAFETY: signalling a child we started.
-        unsafe { libc::kill(child.id().cast_signed(), libc::SIGTERM) };
+    for container in &pod.containers {
+        container.signal(libc::SIGTERM);
     }
     let until = Instant::now() + grace;
-    for child in &mut pod.children {
+    for child in pod.containers.iter_mut().filter_map(|c| c.child.as_mut()) {
         while Instant::now() < until && child.try_wait().ok().flatten().is_none() {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -190,15 +230,18 @@ pub(super) fn start(context: &Context, kubepods: &Kubepods, state: &Mutex<State>
             secrets.as_deref(),
             &running,
         );
-        match command
+        command
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-        {
-            Ok(child) => running.children.push(child),
-            Err(err) => eprintln!("kubelet: {}: {err}", running.key),
-        }
+            .stderr(file);
+        let mut container = Container {
+            name: spec["name"].as_str().unwrap_or("main").to_owned(),
+            command,
+            child: None,
+            restarts: 0,
+        };
+        container.start(&running.key);
+        running.containers.push(container);
         if let Some(probe) = readiness_probe(spec) {
             running.probe = Some(probe);
             running.ready = false;
@@ -262,7 +305,8 @@ fn sandbox(context: &Context, kubepods: &Kubepods, pod: &Value, n: u32) -> Runni
         cgroup,
         container_id,
         resolv,
-        children: Vec::new(),
+        containers: Vec::new(),
+        restart: pod["spec"]["restartPolicy"] != "Never",
         ready: true,
         probe: None,
         grace: Duration::from_secs(

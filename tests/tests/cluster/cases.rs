@@ -5,13 +5,13 @@ use std::{process::Output, time::Duration};
 use egress_tests::scaled;
 use serde_json::Value;
 
-use crate::Suite;
+use crate::{Suite, lifecycle};
 
 /// A case: its name and body.
 pub(crate) type Case = (&'static str, fn(&Suite));
 
 /// Every case, in order.
-pub(crate) const CASES: [Case; 8] = [
+pub(crate) const CASES: [Case; 14] = [
     (
         "a_labelled_pods_connections_go_through_kube_proxy_to_the_gateway",
         labelled_pod_goes_through_the_gateway,
@@ -41,6 +41,30 @@ pub(crate) const CASES: [Case; 8] = [
         rbac_is_minimal,
     ),
     ("metrics_are_scraped_from_the_agent", metrics_scraped),
+    (
+        "policy_status_and_events_show_in_kubectl_describe",
+        lifecycle::describe_shows_status_and_events,
+    ),
+    (
+        "an_agent_restart_on_sigterm_under_traffic",
+        lifecycle::restart_sigterm,
+    ),
+    (
+        "an_agent_restart_on_sigkill_under_traffic",
+        lifecycle::restart_sigkill,
+    ),
+    (
+        "a_rollout_to_a_new_agent_version_under_traffic",
+        lifecycle::rollout,
+    ),
+    (
+        "fail_closed_with_the_gateway_deleted",
+        lifecycle::fail_closed_without_the_gateway,
+    ),
+    (
+        "a_watch_on_an_unserved_resource_backs_off",
+        lifecycle::watch_backoff_against_the_server,
+    ),
 ];
 
 fn text(output: &Output) -> String {
@@ -322,7 +346,13 @@ fn wait_accepted(suite: &Suite, namespace: &str, name: &str) {
 }
 
 /// Waits for a condition of a policy to have `status`; returns its reason.
-fn wait_condition(suite: &Suite, namespace: &str, name: &str, kind: &str, status: &str) -> String {
+pub(crate) fn wait_condition(
+    suite: &Suite,
+    namespace: &str,
+    name: &str,
+    kind: &str,
+    status: &str,
+) -> String {
     let until = std::time::Instant::now() + scaled(Duration::from_mins(1));
     let mut last = Value::Null;
     while std::time::Instant::now() < until {

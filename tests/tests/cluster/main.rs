@@ -8,6 +8,7 @@
 #![expect(clippy::print_stdout, reason = "the suite's own harness reports")]
 
 mod cases;
+mod lifecycle;
 
 use std::{
     net::IpAddr,
@@ -28,26 +29,56 @@ pub(crate) struct Suite {
     peers: origin::Peers,
 }
 
-/// The README's install, word for word (`kubectl` is the cluster's, as the admin), then what the
-/// example needs around it: the Gateway API CRDs, and what Istio would program for its Gateway.
-const README_INSTALL: [&[&str]; 4] = [
-    &["apply", "-k", "deploy/"],
-    &[
-        "-n",
-        "egress-agent-system",
-        "rollout",
-        "status",
-        "daemonset/egress-agent",
-        "--timeout=300s",
-    ],
-    &["apply", "-f", "deploy/examples/gateway-api/example.yaml"],
-    &[
-        "label",
-        "namespace",
-        "apps",
-        "egress-agent.io/redirect=true",
-    ],
-];
+/// The `kubectl` lines of the README's "Deploy on Kubernetes" section, in order, without their
+/// comments: the suite runs exactly these.
+fn readme_steps() -> Vec<String> {
+    let path = egress_tests::workspace_root().join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Deploy on Kubernetes"))
+        .expect("the README has a \"Deploy on Kubernetes\" section");
+    let mut steps = Vec::new();
+    let mut in_shell = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_shell = line == "```sh";
+            continue;
+        }
+        if in_shell && line.starts_with("kubectl ") {
+            let command = line.split(" #").next().unwrap_or(line).trim_end();
+            steps.push(command.to_owned());
+        }
+    }
+    steps
+}
+
+/// Runs one README step: `kubectl exec deploy/NAME -- ...` in a pod of that Deployment (the
+/// fixture plays the kubelet's exec), anything else as the admin's kubectl.
+fn run_step(suite: &Suite, step: &str) -> String {
+    let words: Vec<&str> = step.split_whitespace().skip(1).collect();
+    if let Some(at) = words.iter().position(|w| *w == "exec") {
+        let namespace = words[..at]
+            .windows(2)
+            .find(|w| w[0] == "-n")
+            .map_or("default", |w| w[1]);
+        let deployment = words[at + 1].trim_start_matches("deploy/");
+        let command: Vec<&str> = words
+            .iter()
+            .skip_while(|w| **w != "--")
+            .skip(1)
+            .copied()
+            .collect();
+        let pod = suite.wait_for_pod(namespace, deployment);
+        let output = suite
+            .kubelet
+            .exec(namespace, &pod, &command)
+            .expect("the pod runs");
+        assert!(output.status.success(), "{step}: {output:?}");
+        return String::from_utf8_lossy(&output.stdout).into_owned();
+    }
+    suite.cluster.kubectl_ok(&words)
+}
 
 fn main() {
     if !kernel_tests_enabled() {
@@ -89,6 +120,7 @@ fn setup() -> Suite {
     let mut cluster = RealCluster::start();
     let peers = origin::start(&mut cluster);
     let kubelet = cluster.kubelet();
+    // What the README assumes is there: the cluster DNS and the Gateway API.
     cluster.apply(&manifest("coredns.yaml"));
     let crds = cluster.gateway_crds.display().to_string();
     cluster.kubectl_ok(&["apply", "--server-side", "-f", &crds]);
@@ -98,18 +130,28 @@ fn setup() -> Suite {
         "crd/gateways.gateway.networking.k8s.io",
         "--timeout=60s",
     ]);
-    for step in README_INSTALL {
-        cluster.kubectl_ok(step);
-    }
-    cluster.apply(&manifest("istio-standin.yaml"));
     let suite = Suite {
         cluster,
         kubelet,
         peers,
     };
-    suite.program_gateway();
+    let steps = readme_steps();
+    assert_eq!(steps.len(), 7, "the README's deploy steps: {steps:#?}");
+    for step in &steps {
+        if step.contains(" exec ") {
+            // As the Gateway's controller would have by now: its Service, pods and status.
+            suite.cluster.apply(&manifest("istio-standin.yaml"));
+            suite.program_gateway();
+            suite.wait_gateway_endpoints();
+            cases::wait_condition(&suite, "gateway-system", "httpbin", "Accepted", "True");
+        }
+        println!("cluster: README: {step}");
+        let out = run_step(&suite, step);
+        if step.contains(" exec ") {
+            assert!(out.contains("Via: 1.1 egress-gateway"), "{step}: {out}");
+        }
+    }
     suite.wait_for_pod("kube-system", "coredns");
-    suite.wait_for_pod("apps", "curl");
     suite
 }
 
@@ -123,7 +165,7 @@ pub(crate) fn manifest(name: &str) -> String {
 
 impl Suite {
     /// Writes the example Gateway's status as Istio would once its Service has an address.
-    fn program_gateway(&self) {
+    pub(crate) fn program_gateway(&self) {
         let mut ip = String::new();
         self.cluster.wait_for(
             "the gateway Service's ClusterIP",
@@ -181,6 +223,32 @@ impl Suite {
             "-p",
             &status.to_string(),
         ]);
+    }
+
+    /// Waits until the gateway Service has a ready endpoint (kube-proxy rejects connections to
+    /// a Service without one).
+    fn wait_gateway_endpoints(&self) {
+        self.cluster.wait_for(
+            "a ready endpoint of the gateway Service",
+            scaled(Duration::from_mins(2)),
+            |c| {
+                c.get_json(&[
+                    "endpointslices",
+                    "-n",
+                    "gateway-system",
+                    "-l",
+                    "kubernetes.io/service-name=kuadrant-egressgateway-istio",
+                ])
+                .is_some_and(|list| {
+                    list["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+                        .any(|e| e["conditions"]["ready"] == true)
+                })
+            },
+        );
     }
 
     /// Waits until a pod whose name starts with `prefix` runs here and is Ready; returns its
