@@ -7,8 +7,7 @@
 //! * Debian packages: bpftool, iproute2, iptables, nftables, curl, dnsmasq; the stub resolvers
 //!   of the learning tests (dig, musl, Go, c-ares, Node); for the kernel matrix
 //!   qemu-system-x86, busybox-static, kmod and udev;
-//! * from `PyPI`: kubernetes-validate and cel-python (the manifests and admission policy in
-//!   `deploy/`) and virtme-ng (the matrix);
+//! * from `PyPI`: virtme-ng (the matrix);
 //! * bpffs mounted at /sys/fs/bpf.
 //!
 //! Each step checks first and does nothing when already done.
@@ -187,15 +186,10 @@ fn bpffs() -> anyhow::Result<()> {
     shell::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }
 
-/// From `PyPI`, each at its pinned version (another installed version is replaced):
-/// kubernetes-validate checks `deploy/` against the real Kubernetes schemas; virtme-ng (`vng`)
-/// boots the matrix's kernels; cel-python runs the admission policy's CEL against example
-/// policies.
-const PYTHON_PACKAGES: [(&str, &str); 3] = [
-    ("kubernetes-validate", "1.37.0"),
-    ("virtme-ng", "1.42"),
-    ("cel-python", "0.5.0"),
-];
+/// From `PyPI`, each at its pinned version (another installed version is replaced): virtme-ng
+/// (`vng`) boots the matrix's kernels. (`deploy/` needs nothing here: the `cluster` suite
+/// applies it to a real API server, and unit tests check what crosses its documents.)
+const PYTHON_PACKAGES: [(&str, &str); 1] = [("virtme-ng", "1.42")];
 
 fn python_packages() -> anyhow::Result<()> {
     for (package, version) in PYTHON_PACKAGES {

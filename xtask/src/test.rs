@@ -131,9 +131,7 @@ fn lint() -> anyhow::Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))?;
-    // Every manifest against the Kubernetes schemas; example policies against the CRD.
-    shell::run(Command::new("python3").arg("deploy/validate.py"))
+    ]))
 }
 
 /// Builds the integration test binaries (release) and returns their paths.

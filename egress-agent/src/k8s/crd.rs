@@ -172,3 +172,9 @@ pub fn crd_yaml() -> String {
 #[cfg(test)]
 #[path = "crd_tests.rs"]
 mod tests;
+
+/// The manifests under `deploy/`, the CRD's among them: what no API server checks (how the
+/// documents fit together, the alerts against the agent's metrics).
+#[cfg(test)]
+#[path = "deploy_tests.rs"]
+mod deploy_tests;

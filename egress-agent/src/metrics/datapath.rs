@@ -137,19 +137,25 @@ const GLOBAL: [(&str, &str, &str); 5] = [
 ];
 
 impl Collector for Datapath {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let reading = match read(&self.pins) {
-            Ok(reading) => reading,
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match read(&self.pins) {
+            Ok(reading) => reading.encode(encoder),
             Err(err) => {
                 // Nothing pinned yet (or uninstalled): no datapath series.
                 debug!(error = %err, "metrics: cannot read the pinned maps");
-                return Ok(());
+                Ok(())
             }
-        };
+        }
+    }
+}
+
+impl Reading {
+    /// Every datapath family, with the series this reading has.
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (name, help, field) in PER_RULE {
             let counter = ConstCounter::new(0_u64);
             let mut metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            for ((rule, host), counters) in &reading.per_rule {
+            for ((rule, host), counters) in &self.per_rule {
                 let labels = [("rule", rule.as_str()), ("host", host.as_str())];
                 ConstCounter::new(field(counters)).encode(metric.encode_family(&labels)?)?;
             }
@@ -161,12 +167,12 @@ impl Collector for Datapath {
             None,
             counter.metric_type(),
         )?;
-        for (host, count) in &reading.unselected {
+        for (host, count) in &self.unselected {
             let labels = [("host", host.as_str())];
             ConstCounter::new(*count).encode(metric.encode_family(&labels)?)?;
         }
         for (stat, name, help) in GLOBAL {
-            let value = reading
+            let value = self
                 .stats
                 .iter()
                 .find(|(n, _)| *n == stat)
@@ -180,5 +186,24 @@ impl Collector for Datapath {
             )?)?;
         }
         Ok(())
+    }
+}
+
+/// The datapath's families with one series each, as if one rule had counted: what a scrape
+/// shows once the maps are pinned, without them (for tests that need the names).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct OneOfEach;
+
+#[cfg(test)]
+impl Collector for OneOfEach {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let names = ("rule".to_owned(), "host".to_owned());
+        Reading {
+            per_rule: BTreeMap::from([(names, Counters::default())]),
+            unselected: BTreeMap::from([("host".to_owned(), 0)]),
+            stats: Vec::new(),
+        }
+        .encode(encoder)
     }
 }

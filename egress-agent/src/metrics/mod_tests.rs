@@ -36,3 +36,28 @@ fn the_classic_text_names_counters_by_their_samples() {
          # HELP x_seconds Time.\n# TYPE x_seconds histogram\nx_seconds_sum 1\n"
     );
 }
+
+#[test]
+fn every_family_has_a_series_in_the_exposition_of_every_family() {
+    let text = exposition_of_every_family();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    for needle in [
+        "egress_agent_dns_queries",
+        "egress_agent_redirected",
+        "egress_agent_unselected_connections",
+        "egress_agent_dns_answers_learned",
+    ] {
+        assert!(families.contains(&needle), "{needle} in\n{text}");
+    }
+    for family in families {
+        assert!(
+            text.lines()
+                .any(|line| !line.starts_with('#') && line.starts_with(family)),
+            "{family} has no series (a Metrics family not given one?) in\n{text}"
+        );
+    }
+}
