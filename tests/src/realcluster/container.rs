@@ -91,6 +91,13 @@ fn program(context: &Context, spec: &Value) -> (PathBuf, Vec<String>) {
         {
             "egress-agent".to_owned()
         }
+        // The pause image's entrypoint waits forever.
+        None if spec["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("/pause:")) =>
+        {
+            return (PathBuf::from("sleep"), vec!["infinity".to_owned()]);
+        }
         None => return (PathBuf::from("/bin/true"), Vec::new()),
     };
     match name.as_str() {
@@ -195,8 +202,16 @@ pub(super) fn container_command(
             missing.pop();
         }
         if !target.exists() {
-            state.lock().expect("state").created_dirs.push(missing);
             std::fs::create_dir_all(&target).expect("mkdir a hostPath mount point");
+            // Removed on the way back up, from the mount point to the first one created.
+            let mut created = state.lock().expect("state");
+            let mut dir = target.clone();
+            while dir.starts_with(&missing) {
+                created.created_dirs.push(dir.clone());
+                if !dir.pop() {
+                    break;
+                }
+            }
         }
         let ro = if mount["readOnly"] == true { ",ro" } else { "" };
         let _ = write!(

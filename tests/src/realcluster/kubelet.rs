@@ -258,7 +258,8 @@ impl Drop for Kubelet {
         for (_, pod) in pods {
             pod::teardown(pod, Duration::ZERO);
         }
-        for dir in state.created_dirs.iter().rev() {
+        // Deepest first (each was pushed before its parents).
+        for dir in &state.created_dirs {
             let _ = std::fs::remove_dir(dir);
         }
     }

@@ -35,6 +35,8 @@ pub const NODE: &str = "node-1";
 pub const PREFIX: &str = "egk";
 /// The service range.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Where the DaemonSet's agent pins its programs and maps (its default `--bpffs-dir`).
+pub const AGENT_PINS: &str = "/sys/fs/bpf/egress-agent";
 /// The user whose requests the API server's audit log keeps: the agent's service account.
 pub const AUDITED_USER: &str = "system:serviceaccount:egress-agent-system:egress-agent";
 /// The cluster DNS Service's ClusterIP.
@@ -340,6 +342,16 @@ impl Drop for RealCluster {
             let _ = child.wait();
         }
         kill_cgroup(self.cgroups.root.path());
+        uninstall_agent();
+    }
+}
+
+/// Removes what the cluster's agent pinned, as `deploy/uninstall.yaml` does on a node.
+fn uninstall_agent() {
+    if Path::new(AGENT_PINS).exists() {
+        let _ = Command::new(crate::agent::agent_bin())
+            .args(["uninstall", "--bpffs-dir", AGENT_PINS])
+            .output();
     }
 }
 
@@ -407,11 +419,12 @@ pub fn kill_cgroup(root: &Path) {
     }
 }
 
-/// What a killed run may have left: its processes and namespaces.
+/// What a killed run may have left: its processes, namespaces and the agent's pins.
 fn cleanup_leftovers() {
     if let Some(mount) = crate::cgroup::cgroup2_mount() {
         kill_cgroup(&mount.join(kubelet::CGROUP_ROOT));
     }
+    uninstall_agent();
     let names = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()

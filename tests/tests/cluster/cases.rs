@@ -11,7 +11,7 @@ use crate::{Suite, lifecycle};
 pub(crate) type Case = (&'static str, fn(&Suite));
 
 /// Every case, in order.
-pub(crate) const CASES: [Case; 14] = [
+pub(crate) const CASES: [Case; 16] = [
     (
         "a_labelled_pods_connections_go_through_kube_proxy_to_the_gateway",
         labelled_pod_goes_through_the_gateway,
@@ -27,6 +27,10 @@ pub(crate) const CASES: [Case; 14] = [
     (
         "a_new_pods_first_connection_is_redirected",
         new_pod_first_connection,
+    ),
+    (
+        "every_manifest_passes_the_servers_strict_validation",
+        every_manifest_passes_the_servers_strict_validation,
     ),
     (
         "invalid_policies_get_the_servers_own_message",
@@ -65,9 +69,13 @@ pub(crate) const CASES: [Case; 14] = [
         "a_watch_on_an_unserved_resource_backs_off",
         lifecycle::watch_backoff_against_the_server,
     ),
+    (
+        "uninstall_as_the_readme_says",
+        lifecycle::uninstall_as_the_readme_says,
+    ),
 ];
 
-fn text(output: &Output) -> String {
+fn text_of(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -85,7 +93,7 @@ fn curl(suite: &Suite, namespace: &str, pod: &str, url: &str) -> String {
             &["curl", "-sS", "-i", "-m", "10", "--retry", "0", url],
         )
         .unwrap_or_else(|| panic!("{namespace}/{pod} does not run"));
-    text(&output)
+    text_of(&output)
 }
 
 fn labelled_pod_goes_through_the_gateway(suite: &Suite) {
@@ -196,7 +204,7 @@ fn invalid_policies_rejected(suite: &Suite) {
         let output = suite
             .cluster
             .kubectl_as("admin", &["apply", "-f", "-"], Some(&yaml));
-        let said = text(&output);
+        let said = text_of(&output);
         assert!(!output.status.success(), "accepted: {spec}");
         assert!(
             said.contains(message),
@@ -213,13 +221,40 @@ fn tenant_namespace_selector(suite: &Suite) {
     let output = suite
         .cluster
         .kubectl_as("admin", &["apply", "-f", "-"], Some(yaml));
-    let said = text(&output);
+    let said = text_of(&output);
     assert!(!output.status.success(), "admitted: {said}");
     assert!(
         said.contains("ValidatingAdmissionPolicy 'egress-agent-tenancy'")
             && said.contains("EgressRedirectPolicy tenant/grab: spec.namespaceSelector selects pods outside namespace tenant"),
         "{said}"
     );
+    // What the policy admits: a selector in a trusted namespace, an explicit null selector
+    // anywhere; and a namespace whose name only starts like a trusted one is not trusted.
+    let policy = |namespace: &str, selector: &str| {
+        format!(
+            "apiVersion: egress-agent.io/v1alpha1\nkind: EgressRedirectPolicy\nmetadata: {{name: probe, namespace: {namespace}}}\nspec:\n  targetRef: {{kind: Service, name: gw}}\n  namespaceSelector: {selector}\n"
+        )
+    };
+    suite
+        .cluster
+        .apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-system-x}\n");
+    for (namespace, selector, admitted) in [
+        ("gateway-system", "{matchLabels: {team: a}}", true),
+        ("tenant", "null", true),
+        ("gateway-system-x", "{matchLabels: {team: a}}", false),
+    ] {
+        let output = suite.cluster.kubectl_as(
+            "admin",
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&policy(namespace, selector)),
+        );
+        assert_eq!(
+            output.status.success(),
+            admitted,
+            "{namespace} with namespaceSelector {selector}: {}",
+            text_of(&output)
+        );
+    }
     // Without the admission policy's binding, the agent is the last line.
     suite.cluster.kubectl_ok(&[
         "delete",
@@ -320,13 +355,17 @@ fn metrics_scraped(suite: &Suite) {
         .output()
         .expect("curl");
     let metrics = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "scrape failed: {}", text(&output));
+    assert!(
+        output.status.success(),
+        "scrape failed: {}",
+        text_of(&output)
+    );
     assert!(metrics.contains("egress_"), "{metrics}");
     let checked = egress_tests::realcluster::run_with_stdin(
         std::process::Command::new("promtool").args(["check", "metrics"]),
         Some(&metrics),
     );
-    assert!(checked.status.success(), "promtool: {}", text(&checked));
+    assert!(checked.status.success(), "promtool: {}", text_of(&checked));
 }
 
 /// The agent pod's log.
@@ -378,4 +417,87 @@ pub(crate) fn wait_condition(
         "{namespace}/{name} never had {kind}={status}; its status: {last:#}\n{}",
         suite.cluster.log_tails()
     );
+}
+
+/// Every manifest under deploy/, document by document, through the API server's own
+/// validation: `kubectl apply --dry-run=server --validate=strict` (schemas, unknown fields,
+/// CEL, admission). Only kinds this cluster does not serve are left out, and they must be the
+/// third parties' (Istio's and the Prometheus operator's).
+fn every_manifest_passes_the_servers_strict_validation(suite: &Suite) {
+    let root = egress_tests::workspace_root().join("deploy");
+    let mut files = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("deploy/").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml")
+                && path.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    // A dry run creates nothing, so the namespaces the manifests' objects live in must exist.
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("manifest");
+        for line in text.lines() {
+            if let Some(namespace) = line.trim().strip_prefix("namespace: ") {
+                let namespace = namespace.trim();
+                if suite.cluster.get_json(&["namespace", namespace]).is_none() {
+                    suite
+                        .cluster
+                        .kubectl_ok(&["create", "namespace", namespace, "--save-config"]);
+                }
+            }
+        }
+    }
+    let (mut checked, mut unserved) = (0, Vec::new());
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("manifest");
+        for document in text.split("\n---").filter(|d| d.contains("kind:")) {
+            let output = suite.cluster.kubectl_as(
+                "admin",
+                &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+                Some(document),
+            );
+            let said = text_of(&output);
+            if said.contains("no matches for kind") {
+                let kind = said
+                    .split("no matches for kind \"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                unserved.push(kind);
+                continue;
+            }
+            assert!(
+                output.status.success() && !said.contains("Warning"),
+                "{}: the server said {said}",
+                file.display()
+            );
+            checked += 1;
+        }
+    }
+    unserved.sort();
+    unserved.dedup();
+    println!(
+        "cluster: {checked} documents in {} files passed the server's strict validation; not served here: {unserved:?}",
+        files.len()
+    );
+    let third_party = [
+        "Gateway",
+        "PodMonitor",
+        "PrometheusRule",
+        "ServiceEntry",
+        "VirtualService",
+    ];
+    assert!(
+        unserved.iter().all(|k| third_party.contains(&k.as_str())),
+        "kinds the server did not know: {unserved:?}"
+    );
+    assert!(checked >= 15, "only {checked} documents checked");
 }

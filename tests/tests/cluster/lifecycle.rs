@@ -270,8 +270,8 @@ pub(crate) fn describe_shows_status_and_events(suite: &Suite) {
 }
 
 /// A watch on a resource the server stops serving backs off: the agent's own requests, counted
-/// in the API server's audit log, come further and further apart. (The last case: it deletes
-/// the policies' CRD.)
+/// in the API server's audit log, come further and further apart. (It deletes the policies'
+/// CRD, then puts it back.)
 pub(crate) fn watch_backoff_against_the_server(suite: &Suite) {
     suite.cluster.kubectl_ok(&[
         "delete",
@@ -309,6 +309,50 @@ pub(crate) fn watch_backoff_against_the_server(suite: &Suite) {
         gaps.windows(2).all(|g| g[1] >= g[0] * 0.9),
         "the gaps grow: {gaps:?}"
     );
+    // The CRD back (the uninstall case deletes it with the rest); the agent finds it at its
+    // next retry, up to a minute away, which nothing after this waits for.
+    suite.cluster.kubectl_ok(&["apply", "-k", "deploy/"]);
+}
+
+/// The README's uninstall: `kubectl delete -k deploy/` removes the policies and the agent but
+/// leaves its pinned programs attached (with nothing to route); `deploy/uninstall.yaml` removes
+/// them from the node.
+pub(crate) fn uninstall_as_the_readme_says(suite: &Suite) {
+    let pod = suite.wait_for_pod("apps", "curl");
+    suite.cluster.kubectl_ok(&["delete", "-k", "deploy/"]);
+    assert!(
+        suite
+            .kubelet
+            .running("egress-agent-system", "egress-agent")
+            .is_empty(),
+        "the agent's pod is gone"
+    );
+    let pins = std::path::Path::new(egress_tests::realcluster::AGENT_PINS);
+    assert!(pins.exists(), "the agent left its pins for the uninstall");
+    suite
+        .cluster
+        .kubectl_ok(&["apply", "-f", "deploy/uninstall.yaml"]);
+    suite.cluster.wait_for(
+        "the uninstall DaemonSet to remove the pins",
+        scaled(Duration::from_mins(2)),
+        |_| !pins.exists(),
+    );
+    let output = suite
+        .kubelet
+        .exec(
+            "apps",
+            &pod,
+            &["curl", "-sS", "-i", "-m", "10", "http://httpbin.org/get"],
+        )
+        .expect("curl pod");
+    let reply = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        reply.contains("saw ") && !reply.contains("Via:"),
+        "after the uninstall nothing redirects: {reply}"
+    );
+    suite
+        .cluster
+        .kubectl_ok(&["delete", "-f", "deploy/uninstall.yaml"]);
 }
 
 /// Seconds of the day of an RFC 3339 timestamp (`2026-12-03T10:14:37.475811Z`).

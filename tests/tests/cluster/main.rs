@@ -24,8 +24,9 @@ use egress_tests::{
 
 /// Everything a case uses.
 pub(crate) struct Suite {
-    cluster: RealCluster,
+    // Dropped in this order: the pods, then the control plane.
     kubelet: Kubelet,
+    cluster: RealCluster,
     peers: origin::Peers,
 }
 
@@ -131,8 +132,8 @@ fn setup() -> Suite {
         "--timeout=60s",
     ]);
     let suite = Suite {
-        cluster,
         kubelet,
+        cluster,
         peers,
     };
     let steps = readme_steps();
