@@ -119,6 +119,18 @@ impl WatchBackoff {
         self.delays.next().unwrap_or(self.max).min(self.max)
     }
 
+    /// The server said the watch's resource version is gone (410): it answers, and only a
+    /// relist helps, so the relist waits the initial delay (with jitter), neither growing the
+    /// delay nor counting as a failure. Each such relist is a LIST the server completes, so
+    /// these cannot run faster than one per initial delay.
+    pub(crate) fn desynced(&self) -> Duration {
+        self.builder
+            .build()
+            .next()
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+
     /// Consecutive failures so far, the last one included.
     pub(crate) const fn failures(&self) -> u32 {
         self.failures

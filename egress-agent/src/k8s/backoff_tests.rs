@@ -108,3 +108,21 @@ async fn a_clamped_initial_delay_is_where_the_sequence_starts() {
         "{delay:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_gone_resource_version_relists_after_the_initial_delay_without_growing() {
+    let mut backoff = WatchBackoff::default();
+    fail(&mut backoff).await;
+    fail(&mut backoff).await;
+    for _ in 0..5 {
+        // 410 Gone: the server answers; the relist waits the first step, every time.
+        let delay = backoff.desynced();
+        assert!(is_step(delay, 0), "{delay:?}");
+        advance(delay).await;
+        backoff.synced();
+    }
+    assert_eq!(backoff.failures(), 2, "a desync is not a failure");
+    // A real failure afterwards carries on from where the failures were.
+    let delay = fail(&mut backoff).await;
+    assert!(is_step(delay, 2), "{delay:?}");
+}

@@ -327,7 +327,11 @@ where
                 // Nothing changes in the index on an error: the watcher retries after the
                 // backoff and relists, and only a completed relist removes objects.
                 Err(err) => {
-                    let delay = backoff.failed();
+                    let delay = if is_gone(&err) {
+                        backoff.desynced()
+                    } else {
+                        backoff.failed()
+                    };
                     crate::metrics::watch_restarted(scope.kind.name());
                     warn!(
                         error = %err,
@@ -349,6 +353,18 @@ where
         }
     });
     task.abort_handle()
+}
+
+/// Whether the server answered that the watch's resource version is gone (HTTP 410): a
+/// desynchronised watch on a healthy server, not a failing one.
+fn is_gone(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::WatchError(status)
+        | watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

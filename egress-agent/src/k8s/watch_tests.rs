@@ -385,3 +385,22 @@ async fn relists_that_keep_failing_back_off_more_and_more() {
         );
     }
 }
+
+#[test]
+fn only_a_gone_resource_version_counts_as_a_desync() {
+    let status = |code: u16| {
+        Box::new(kube::core::Status {
+            code,
+            ..kube::core::Status::default()
+        })
+    };
+    assert!(is_gone(&watcher::Error::WatchError(status(410))));
+    assert!(is_gone(&watcher::Error::InitialListFailed(
+        kube::Error::Api(status(410))
+    )));
+    assert!(!is_gone(&watcher::Error::InitialListFailed(
+        kube::Error::Api(status(404))
+    )));
+    assert!(!is_gone(&watcher::Error::WatchError(status(500))));
+    assert!(!is_gone(&watcher::Error::NoResourceVersion));
+}
