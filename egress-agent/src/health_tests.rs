@@ -1,15 +1,6 @@
 use super::*;
 
-/// `base` stretched by `EGRESS_TEST_TIME_SCALE` (default 1), as the kernel matrix sets it for
-/// its slow emulated VMs (the rule of the integration tests' `egress_tests::scaled`).
-fn scaled(base: Duration) -> Duration {
-    let scale = std::env::var("EGRESS_TEST_TIME_SCALE")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
-    base * scale
-}
+use egress_tests::scaled;
 
 #[test]
 fn a_silent_or_ended_task_is_a_problem() {

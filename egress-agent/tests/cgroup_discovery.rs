@@ -13,17 +13,7 @@ use egress_agent::{
     k8s::cgroups::{PodCgroups, watch},
 };
 
-/// `base` stretched for slow machines by `EGRESS_TEST_TIME_SCALE` (default 1), as the kernel
-/// matrix sets it for its emulated VMs: the rule of `egress_tests::scaled`, which this crate
-/// does not depend on.
-fn scaled(base: Duration) -> Duration {
-    let scale = std::env::var("EGRESS_TEST_TIME_SCALE")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
-    base * scale
-}
+use egress_tests::scaled;
 
 struct Subtree(PathBuf);
 

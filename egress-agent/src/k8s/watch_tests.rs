@@ -15,16 +15,7 @@ use tower_test::mock;
 use super::*;
 use crate::k8s::{apply::Applier, index::Index, refs::ReferenceWatches};
 
-/// `base` stretched by `EGRESS_TEST_TIME_SCALE` (default 1), as the kernel matrix sets it for
-/// its slow emulated VMs (the rule of the integration tests' `egress_tests::scaled`).
-fn scaled(base: Duration) -> Duration {
-    let scale = std::env::var("EGRESS_TEST_TIME_SCALE")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
-    base * scale
-}
+use egress_tests::scaled;
 
 fn list(api_version: &str, kind: &str, items: &serde_json::Value) -> Vec<u8> {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items}).to_string().into_bytes()

@@ -129,11 +129,8 @@ pub(crate) fn rollout(suite: &Suite) {
     assert_eq!(direct, 0, "connections that went direct, of {total}");
 }
 
-/// With `failClosed`, deleting the Gateway refuses the pod's connections instead of letting
-/// them go direct; restoring it restores the redirect.
-pub(crate) fn fail_closed_without_the_gateway(suite: &Suite) {
-    let gateway = suite.gateway_ip();
-    let pod = suite.wait_for_pod("apps", "curl");
+/// Sets the example policy's `failClosed`.
+fn set_fail_closed(suite: &Suite, on: bool) {
     suite.cluster.kubectl_ok(&[
         "patch",
         "egressredirectpolicy",
@@ -142,8 +139,16 @@ pub(crate) fn fail_closed_without_the_gateway(suite: &Suite) {
         "httpbin",
         "--type=merge",
         "-p",
-        r#"{"spec":{"failClosed":true}}"#,
+        &format!(r#"{{"spec":{{"failClosed":{on}}}}}"#),
     ]);
+}
+
+/// With `failClosed`, deleting the Gateway refuses the pod's connections instead of letting
+/// them go direct; restoring it restores the redirect.
+pub(crate) fn fail_closed_without_the_gateway(suite: &Suite) {
+    let gateway = suite.gateway_ip();
+    let pod = suite.wait_for_pod("apps", "curl");
+    set_fail_closed(suite, true);
     suite.cluster.kubectl_ok(&[
         "delete",
         "gateway",
@@ -178,16 +183,7 @@ pub(crate) fn fail_closed_without_the_gateway(suite: &Suite) {
         .cluster
         .kubectl_ok(&["apply", "-f", "deploy/examples/gateway-api/example.yaml"]);
     suite.program_gateway();
-    suite.cluster.kubectl_ok(&[
-        "patch",
-        "egressredirectpolicy",
-        "-n",
-        "gateway-system",
-        "httpbin",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"failClosed":false}}"#,
-    ]);
+    set_fail_closed(suite, false);
     wait_condition(suite, "gateway-system", "httpbin", "Accepted", "True");
     suite.cluster.wait_for(
         "the FailClosed condition to go",
