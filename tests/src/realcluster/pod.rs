@@ -190,22 +190,12 @@ pub(super) fn start(context: &Context, kubepods: &Kubepods, state: &Mutex<State>
     let mut running = sandbox(context, kubepods, pod, n);
     let env = container::base_env();
     let secrets = container::service_account(context, pod, n);
-    let logs = context.dir.join("logs");
-    let log = |spec: &Value| {
-        let file = logs.join(format!(
-            "pod-{}-{}.log",
-            running.key.replace('/', "-"),
-            spec["name"].as_str().unwrap_or("main")
-        ));
-        std::fs::File::create(file).expect("create a container log")
-    };
     for init in pod["spec"]["initContainers"]
         .as_array()
         .into_iter()
         .flatten()
     {
-        let file = log(init);
-        let mut command = container::container_command(
+        let mut command = logged_command(
             context,
             state,
             pod,
@@ -214,14 +204,10 @@ pub(super) fn start(context: &Context, kubepods: &Kubepods, state: &Mutex<State>
             secrets.as_deref(),
             &running,
         );
-        let _ = command
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .status();
+        let _ = command.status();
     }
     for spec in pod["spec"]["containers"].as_array().into_iter().flatten() {
-        let file = log(spec);
-        let mut command = container::container_command(
+        let command = logged_command(
             context,
             state,
             pod,
@@ -230,10 +216,6 @@ pub(super) fn start(context: &Context, kubepods: &Kubepods, state: &Mutex<State>
             secrets.as_deref(),
             &running,
         );
-        command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file);
         let mut container = Container {
             name: spec["name"].as_str().unwrap_or("main").to_owned(),
             command,
@@ -258,6 +240,31 @@ pub(super) fn start(context: &Context, kubepods: &Kubepods, state: &Mutex<State>
         .pods
         .insert(running.key.clone(), running);
     write_status(context, pod, &ip, &id, ready);
+}
+
+/// A container's process, its output appended to `logs/pod-<namespace>-<pod>-<container>.log`.
+fn logged_command(
+    context: &Context,
+    state: &Mutex<State>,
+    pod: &Value,
+    spec: &Value,
+    env: &[(String, String)],
+    secrets: Option<&std::path::Path>,
+    running: &RunningPod,
+) -> Command {
+    let file = context.dir.join("logs").join(format!(
+        "pod-{}-{}.log",
+        running.key.replace('/', "-"),
+        spec["name"].as_str().unwrap_or("main")
+    ));
+    let file = std::fs::File::create(file).expect("create a container log");
+    let mut command =
+        container::container_command(context, state, pod, spec, env, secrets, running);
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file);
+    command
 }
 
 /// The pod's network namespace (the `n`th pod's IP), its resolv.conf, and its cgroups: the pod's
