@@ -1,7 +1,8 @@
 // Command cluster is every component of the test cluster in one binary, so they share one
 // compile and one release: `cluster <component> [flags]`, where component is etcd,
 // kube-apiserver, kube-controller-manager, kube-proxy, kubectl or coredns. It only hands the
-// arguments to each component's own entry point; the project's code is not here.
+// arguments to each component's own entry point; the project's code is not here. One more,
+// apiload (apiload.go), is the benchmark's long-lived API client.
 package main
 
 import (
@@ -41,7 +42,7 @@ var corednsDirectives = []string{
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: cluster etcd|kube-apiserver|kube-controller-manager|kube-proxy|kubectl|coredns [flags]")
+		fmt.Fprintln(os.Stderr, "usage: cluster etcd|kube-apiserver|kube-controller-manager|kube-proxy|kubectl|coredns|apiload [flags]")
 		os.Exit(2)
 	}
 	component, args := os.Args[1], os.Args[2:]
@@ -60,6 +61,8 @@ func main() {
 		if err := cli.RunNoErrOutput(kubectl.NewDefaultKubectlCommand()); err != nil {
 			kubectlutil.CheckErr(err)
 		}
+	case "apiload":
+		os.Exit(apiload(args))
 	case "coredns":
 		dnsserver.Directives = corednsDirectives
 		coremain.Run()

@@ -7,7 +7,7 @@
 //! ~/.cache/egress-agent/cluster/<key>/gateway-api/     the Gateway API's standard CRDs
 //! ```
 //!
-//! `<key>` is a hash of `tests/cluster`'s go.mod, go.sum and main.go and of the Gateway API
+//! `<key>` is a hash of `tests/cluster`'s go.mod, go.sum and Go files and of the Gateway API
 //! version: a changed pin builds again, an unchanged one never does. The binary is built into a
 //! temporary name and renamed, so a half-built one is never found.
 
@@ -90,7 +90,7 @@ pub(crate) fn build() -> anyhow::Result<Built> {
 fn key(source: &Path) -> anyhow::Result<String> {
     use sha2::{Digest as _, Sha256};
     let mut hash = Sha256::new();
-    for file in ["go.mod", "go.sum", "main.go"] {
+    for file in ["go.mod", "go.sum", "main.go", "apiload.go"] {
         let path = source.join(file);
         hash.update(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
     }

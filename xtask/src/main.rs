@@ -41,7 +41,12 @@ enum Command {
     /// Measure the agent side by side with nftables, iptables and a sidecar proxy, the
     /// programs' own cost, DNS learning and the control plane; writes docs/benchmarks.md and
     /// docs/benchmarks.svg.
-    Bench,
+    Bench {
+        /// Run only these parts and print their sections, without writing the docs:
+        /// `datapath`, `dns` or `control` (repeatable; default all).
+        #[arg(long = "part")]
+        parts: Vec<bench::Part>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::Test { kernels, suites } => test::run(&kernels, &suites),
         Command::Demo => demo::run(),
-        Command::Bench => bench::run(),
+        Command::Bench { parts } => bench::run(&parts),
     }
 }

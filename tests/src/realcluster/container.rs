@@ -101,10 +101,10 @@ fn program(context: &Context, spec: &Value) -> (PathBuf, Vec<String>) {
         None => return (PathBuf::from("/bin/true"), Vec::new()),
     };
     match name.as_str() {
-        "egress-agent" => (crate::agent::agent_bin(), Vec::new()),
+        "egress-agent" => (context.ours.join("egress-agent"), Vec::new()),
         "coredns" => (context.bin.clone(), vec!["coredns".to_owned()]),
         _ => {
-            let ours = crate::workspace_bin(&name);
+            let ours = context.ours.join(&name);
             if ours.exists() {
                 (ours, Vec::new())
             } else {

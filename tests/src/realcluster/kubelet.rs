@@ -21,6 +21,10 @@ use super::pod::{self, RunningPod};
 use super::{NODE, netns, run_with_stdin};
 use crate::TestCgroup;
 
+/// Pods with this annotation are left alone: another part of the test plays their kubelet (the
+/// benchmark's pods, which are only a cgroup).
+pub const EXTERNAL: &str = "egress-tests/kubelet";
+
 /// The node's cgroup root under the cgroup2 mount (what the agent's hostPath maps).
 pub const CGROUP_ROOT: &str = "egk-cluster";
 
@@ -62,6 +66,8 @@ impl Default for Cgroups {
 pub struct Context {
     /// The components' binary (for kubectl).
     pub bin: PathBuf,
+    /// The directory holding `egress-agent` and the suite's helpers.
+    pub ours: PathBuf,
     /// The node's network namespace.
     pub node_netns: String,
     /// The admin's kubeconfig (scheduling, tokens, deletes).
@@ -210,6 +216,17 @@ impl Kubelet {
             > 0
     }
 
+    /// The process id of container `container` of the running pod `namespace/name`.
+    pub fn pid(&self, namespace: &str, name: &str, container: &str) -> Option<u32> {
+        let state = self.state.lock().expect("kubelet state");
+        let pod = state.pods.get(&format!("{namespace}/{name}"))?;
+        pod.containers
+            .iter()
+            .find(|c| c.name == container)
+            .and_then(|c| c.child.as_ref())
+            .map(Child::id)
+    }
+
     /// How often container `container` of `namespace/name` was started again.
     pub fn restarts(&self, namespace: &str, name: &str, container: &str) -> Option<u32> {
         let state = self.state.lock().expect("kubelet state");
@@ -308,6 +325,9 @@ fn sync(context: &Context, kubepods: &Kubepods, state: &Mutex<State>) {
             pod["metadata"]["namespace"].as_str().unwrap_or_default(),
             pod["metadata"]["name"].as_str().unwrap_or_default(),
         );
+        if !pod["metadata"]["annotations"][EXTERNAL].is_null() {
+            continue;
+        }
         let key = format!("{namespace}/{name}");
         let deleting = pod["metadata"]["deletionTimestamp"].is_string();
         match pod["spec"]["nodeName"].as_str() {

@@ -9,7 +9,9 @@
 //! writes their status. Everything lives under one cgroup (`egk-cluster`) and a few network
 //! namespaces (`egk-*`): a run that was killed is cleaned up by the next one.
 
+pub mod apiload;
 mod container;
+pub mod install;
 pub mod kubelet;
 pub mod netns;
 pub mod origin;
@@ -52,6 +54,8 @@ pub struct RealCluster {
     pub bin: PathBuf,
     /// The Gateway API CRDs.
     pub gateway_crds: PathBuf,
+    /// The directory of the workspace's binaries (the agent's, the suite's helpers).
+    pub ours: PathBuf,
     /// The node's network namespace.
     pub node: Netns,
     /// The internet's.
@@ -64,12 +68,45 @@ pub struct RealCluster {
     processes: Vec<(String, Child)>,
 }
 
+/// What the cluster runs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// The components' binary (`tests/cluster`).
+    pub cluster: PathBuf,
+    /// The Gateway API CRDs.
+    pub gateway_crds: PathBuf,
+    /// The directory holding `egress-agent` and the suite's helpers.
+    pub ours: PathBuf,
+}
+
+impl Binaries {
+    /// As `cargo xtask test` passes them: `EGRESS_CLUSTER_BIN`, `EGRESS_GATEWAY_API_CRDS`, and
+    /// the test's own target directory.
+    pub fn from_env() -> Self {
+        let agent = crate::agent::agent_bin();
+        Self {
+            cluster: env_path("EGRESS_CLUSTER_BIN"),
+            gateway_crds: env_path("EGRESS_GATEWAY_API_CRDS"),
+            ours: agent.parent().expect("a directory").to_owned(),
+        }
+    }
+}
+
 impl RealCluster {
-    /// Builds the networks and starts the control plane, kube-proxy and the internet's DNS.
+    /// Builds the networks and starts the control plane, kube-proxy and the internet's DNS,
+    /// from the binaries `cargo xtask test` passes.
     pub fn start() -> Self {
-        let bin = env_path("EGRESS_CLUSTER_BIN");
-        let gateway_crds = env_path("EGRESS_GATEWAY_API_CRDS");
-        cleanup_leftovers();
+        Self::start_with(Binaries::from_env())
+    }
+
+    /// As [`Self::start`], from `binaries`.
+    pub fn start_with(binaries: Binaries) -> Self {
+        let Binaries {
+            cluster: bin,
+            gateway_crds,
+            ours,
+        } = binaries;
+        cleanup_leftovers(&ours);
         let dir = std::env::temp_dir().join(format!("{PREFIX}-cluster"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("logs")).expect("mkdir cluster dir");
@@ -82,6 +119,7 @@ impl RealCluster {
             pki,
             bin,
             gateway_crds,
+            ours,
             node,
             internet,
             cgroups,
@@ -209,6 +247,7 @@ impl RealCluster {
         kubelet::Kubelet::start(
             kubelet::Context {
                 bin: self.bin.clone(),
+                ours: self.ours.clone(),
                 node_netns: self.node.name.clone(),
                 admin: self.pki.kubeconfig_of("admin"),
                 node: self.pki.kubeconfig_of("node"),
@@ -342,14 +381,14 @@ impl Drop for RealCluster {
             let _ = child.wait();
         }
         kill_cgroup(self.cgroups.root.path());
-        uninstall_agent();
+        uninstall_agent(&self.ours);
     }
 }
 
 /// Removes what the cluster's agent pinned, as `deploy/uninstall.yaml` does on a node.
-fn uninstall_agent() {
+fn uninstall_agent(ours: &Path) {
     if Path::new(AGENT_PINS).exists() {
-        let _ = Command::new(crate::agent::agent_bin())
+        let _ = Command::new(ours.join("egress-agent"))
             .args(["uninstall", "--bpffs-dir", AGENT_PINS])
             .output();
     }
@@ -420,11 +459,11 @@ pub fn kill_cgroup(root: &Path) {
 }
 
 /// What a killed run may have left: its processes, namespaces and the agent's pins.
-fn cleanup_leftovers() {
+fn cleanup_leftovers(ours: &Path) {
     if let Some(mount) = crate::cgroup::cgroup2_mount() {
         kill_cgroup(&mount.join(kubelet::CGROUP_ROOT));
     }
-    uninstall_agent();
+    uninstall_agent(ours);
     let names = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()

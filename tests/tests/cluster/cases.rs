@@ -3,7 +3,6 @@
 use std::{process::Output, time::Duration};
 
 use egress_tests::scaled;
-use serde_json::Value;
 
 use crate::{Suite, lifecycle};
 
@@ -270,7 +269,7 @@ fn tenant_namespace_selector(suite: &Suite) {
                 .success()
         },
     );
-    let reason = wait_condition(suite, "tenant", "grab", "Accepted", "False");
+    let reason = suite.wait_condition("tenant", "grab", "Accepted", "False");
     assert_eq!(reason, "NamespaceNotTrusted");
     suite
         .cluster
@@ -381,42 +380,7 @@ fn agent_log(suite: &Suite) -> String {
 
 /// Waits for the policy's `Accepted=True`.
 fn wait_accepted(suite: &Suite, namespace: &str, name: &str) {
-    wait_condition(suite, namespace, name, "Accepted", "True");
-}
-
-/// Waits for a condition of a policy to have `status`; returns its reason.
-pub(crate) fn wait_condition(
-    suite: &Suite,
-    namespace: &str,
-    name: &str,
-    kind: &str,
-    status: &str,
-) -> String {
-    let until = std::time::Instant::now() + scaled(Duration::from_mins(1));
-    let mut last = Value::Null;
-    while std::time::Instant::now() < until {
-        if let Some(policy) =
-            suite
-                .cluster
-                .get_json(&["egressredirectpolicy", "-n", namespace, name])
-        {
-            let found = policy["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == kind && c["status"] == status)
-                .map(|c| c["reason"].as_str().unwrap_or_default().to_owned());
-            if let Some(reason) = found {
-                return reason;
-            }
-            last = policy["status"].clone();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "{namespace}/{name} never had {kind}={status}; its status: {last:#}\n{}",
-        suite.cluster.log_tails()
-    );
+    suite.wait_condition(namespace, name, "Accepted", "True");
 }
 
 /// Every manifest under deploy/, document by document, through the API server's own

@@ -8,7 +8,7 @@ use std::{
 
 use egress_tests::scaled;
 
-use crate::{Suite, cases::wait_condition};
+use crate::Suite;
 
 /// The labelled pod's connections in a loop (a fresh DNS lookup and connection each time)
 /// while `during` runs; returns how many reached the origin and how many of those directly.
@@ -156,7 +156,7 @@ pub(crate) fn fail_closed_without_the_gateway(suite: &Suite) {
         "gateway-system",
         "kuadrant-egressgateway",
     ]);
-    wait_condition(suite, "gateway-system", "httpbin", "FailClosed", "True");
+    suite.wait_condition("gateway-system", "httpbin", "FailClosed", "True");
     let until = Instant::now() + scaled(Duration::from_secs(30));
     let mut refused = false;
     while Instant::now() < until && !refused {
@@ -184,7 +184,7 @@ pub(crate) fn fail_closed_without_the_gateway(suite: &Suite) {
         .kubectl_ok(&["apply", "-f", "deploy/examples/gateway-api/example.yaml"]);
     suite.program_gateway();
     set_fail_closed(suite, false);
-    wait_condition(suite, "gateway-system", "httpbin", "Accepted", "True");
+    suite.wait_condition("gateway-system", "httpbin", "Accepted", "True");
     suite.cluster.wait_for(
         "the FailClosed condition to go",
         scaled(Duration::from_mins(1)),

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
+    control::ControlResult,
     datapath::{DatapathResult, Mechanism, SCALES, TPS_CONNECTIONS},
     dns, percentile,
     report::{Results, program_median, program_ns},
@@ -77,9 +78,6 @@ fn goals(r: &Results) -> Vec<Goal> {
     let busy = TPS_CONNECTIONS[1];
     let proxy = d.tps(Mechanism::HookRedirect, busy) / d.tps(Mechanism::Sidecar, busy);
     let proxy_one = d.tps(Mechanism::HookRedirect, 1) / d.tps(Mechanism::Sidecar, 1);
-    let c = &r.control;
-    let pod_p99 = percentile(&c.pod_ms, 0.99);
-    let policy_p99 = percentile(&c.policy_ms, 0.99);
     let bulk = r.dns.bulk_ratio();
     vec![
         Goal {
@@ -122,11 +120,43 @@ fn goals(r: &Results) -> Vec<Goal> {
             gap: "The proxy's extra hop is two more socket passes per transaction; on this 2-core machine the client, the server and haproxy share the cores.".to_owned(),
         },
         Goal {
-            what: "pod cgroup → map, p99",
-            target: "< 5 ms",
-            measured: format!("{pod_p99:.2} ms"),
-            met: pod_p99 < 5.0,
-            gap: "Each inotify event walks the kubelet's cgroup directories again (one readdir each) and rebuilds the intent's pod list from the last cluster state; indexing the tree incrementally from the events would bound it by one directory read.".to_owned(),
+            what: "connect right after the answer, direct",
+            target: "0",
+            measured: format!("{} of {}", r.dns.connect_after_answer.1, dns::ROUNDS),
+            met: r.dns.connect_after_answer.1 == 0,
+            gap: "An answer the program could not parse is counted as unparsed; see maps stats.".to_owned(),
+        },
+        Goal {
+            what: "bulk TCP throughput with the learning programs ÷ without: 1 − the programs' share of the transfer's time (paired throughput rounds, median)",
+            target: "≥ 0.99",
+            measured: format!("{:.4} ({bulk:.3})", 1.0 - r.dns.bulk_program_share),
+            met: 1.0 - r.dns.bulk_program_share >= 0.99,
+            gap: "A packet of a socket connected to a port that is not a DNS port leaves at the first check; what is left per packet is the programs' dispatch and bpf_stats' own clock reads.".to_owned(),
+        },
+    ]
+    .into_iter()
+    .chain(control_goals(&r.control))
+    .collect()
+}
+
+/// The control plane's goals.
+fn control_goals(c: &ControlResult) -> Vec<Goal> {
+    let pod_p99 = percentile(&c.churn_pod_ms, 0.99);
+    let policy_p99 = percentile(&c.policy_ms, 0.99);
+    vec![
+        Goal {
+            what: "pod create sent → cgroups map, p99, under churn of 20 pods a second, on the real API server",
+            target: "≤ 100 ms",
+            measured: format!("{pod_p99:.1} ms"),
+            met: pod_p99 <= 100.0,
+            gap: "A pod's first process cannot start before the kubelet has seen the pod and built its sandbox and network (hundreds of ms with containerd and a CNI); the benchmark makes the cgroup right after the create. What is left is the watch's delivery and, per cgroup event, a walk of the kubelet's directories (one readdir each).".to_owned(),
+        },
+        Goal {
+            what: "API requests a minute from the idle agent that holds the status Lease (others: 2)",
+            target: "≤ 15",
+            measured: format!("{:.1}", c.idle_requests_per_min),
+            met: c.idle_requests_per_min <= 15.0,
+            gap: "The Lease's renewal, one update every 5 s; watches are long requests that the server ends every few minutes.".to_owned(),
         },
         Goal {
             what: "idle agent CPU",
@@ -148,20 +178,6 @@ fn goals(r: &Results) -> Vec<Goal> {
             measured: format!("{policy_p99:.1} ms"),
             met: policy_p99 <= 100.0,
             gap: "The whole index is recomputed on each change; computing only the changed policy's rules would bound it.".to_owned(),
-        },
-        Goal {
-            what: "connect right after the answer, direct",
-            target: "0",
-            measured: format!("{} of {}", r.dns.connect_after_answer.1, dns::ROUNDS),
-            met: r.dns.connect_after_answer.1 == 0,
-            gap: "An answer the program could not parse is counted as unparsed; see maps stats.".to_owned(),
-        },
-        Goal {
-            what: "bulk TCP throughput with the learning programs ÷ without: 1 − the programs' share of the transfer's time (paired throughput rounds, median)",
-            target: "≥ 0.99",
-            measured: format!("{:.4} ({bulk:.3})", 1.0 - r.dns.bulk_program_share),
-            met: 1.0 - r.dns.bulk_program_share >= 0.99,
-            gap: "A packet of a socket connected to a port that is not a DNS port leaves at the first check; what is left per packet is the programs' dispatch and bpf_stats' own clock reads.".to_owned(),
         },
     ]
 }

@@ -10,7 +10,8 @@
 //!   redirect's transactions per second; and the connect4 program's own cost by `bpf_stats`;
 //! * [`dns`]: the agent's DNS engine, learning from answers (connect right after `recvmsg`,
 //!   program cost per answer and per other packet, bulk throughput);
-//! * [`control`]: pod cgroup → map, policy → maps, a 10,000-Service cluster, agent CPU and RSS.
+//! * [`control`]: on the real cluster of the `cluster` suite with 10,000 namespaces and
+//!   Services: pod → map, policy → maps, agent CPU, RSS and API requests, idle and under churn.
 
 mod control;
 mod datapath;
@@ -26,13 +27,29 @@ use anyhow::Context as _;
 
 use crate::shell::{self, root};
 
-/// Runs every part and writes the report.
-pub(crate) fn run() -> anyhow::Result<()> {
+/// A part of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// Connection cost, side by side with the peers, and the programs' own cost.
+    Datapath,
+    /// DNS learning.
+    Dns,
+    /// The control plane on the real cluster.
+    Control,
+}
+
+/// Runs every part and writes the report; with `parts`, runs only those and prints them.
+pub(crate) fn run(parts: &[Part]) -> anyhow::Result<()> {
     shell::release_binaries("the benchmark attaches eBPF programs and changes nftables")?;
+    // Built (or found) while the network is still there.
+    let cluster = crate::cluster::build()?;
     env::enter_private_netns()?;
+    if !parts.is_empty() {
+        return run_parts(parts, cluster);
+    }
     let datapath = datapath::run()?;
     let dns = dns::run()?;
-    let control = control::run()?;
+    let control = control::run(cluster)?;
     let results = report::Results {
         datapath,
         dns,
@@ -45,6 +62,27 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let path = docs.join("benchmarks.md");
     std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     println!("bench: wrote {} and docs/benchmarks.svg", path.display());
+    Ok(())
+}
+
+fn run_parts(parts: &[Part], cluster: crate::cluster::Built) -> anyhow::Result<()> {
+    let mut text = String::new();
+    let mut cluster = Some(cluster);
+    for part in parts {
+        match part {
+            Part::Datapath => {
+                let d = datapath::run()?;
+                report::connection_section(&mut text, &d);
+                report::program_section(&mut text, &d);
+            }
+            Part::Dns => report::dns_section(&mut text, &dns::run()?),
+            Part::Control => {
+                let built = cluster.take().context("the control part runs once")?;
+                report::control_section(&mut text, &control::run(built)?);
+            }
+        }
+    }
+    print!("{text}");
     Ok(())
 }
 
