@@ -1,7 +1,10 @@
 //! The redirect datapath against the real kernel: real programs attached to real cgroups, real
 //! sockets in real client processes, loopback only.
 
+use std::{fmt::Write as _, time::Duration};
+
 use egress_tests::{Agent, Probe, Server, World, kernel_tests_enabled};
+use serde_json::Value;
 
 #[test]
 fn tcp_connect_is_redirected_and_counted() {
@@ -238,4 +241,150 @@ fn fail_closed_route_without_gateway_refuses_with_eperm() {
         Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
         "direct"
     );
+}
+
+/// Rule sets drawn, and addresses probed in each.
+const ROUNDS: usize = 12;
+const ADDRESSES: usize = 20;
+
+/// A small deterministic generator (xorshift64): the same rule sets on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// `explain` says what the kernel does. Over rule sets of nested prefixes and exact addresses
+/// drawn at random (four gateways, rules on the probed port or on another one), every
+/// address's `explain` answer for an IPv4 socket is what a real connection from the selected
+/// cgroup meets: the same gateway, a refusal, or direct.
+#[test]
+fn explain_agrees_with_the_kernel_on_random_rule_sets() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let world = World::new();
+    let gateways = [
+        ("gateway", &world.gateway),
+        ("gw4", &Server::start("127.0.0.4", "gw4")),
+        ("gw5", &Server::start("127.0.0.5", "gw5")),
+        ("gw6", &Server::start("127.0.0.6", "gw6")),
+    ];
+    let port = world.direct.port();
+    let mut rng = Rng(0x5eed_cafe_f00d_beef);
+    let mut agent: Option<Agent> = None;
+    let mut checked = 0;
+    for round in 0..ROUNDS {
+        let mut rules = String::new();
+        for rule in 0..=rng.below(5) {
+            let (_, gateway) = gateways[usize::try_from(rng.below(4)).expect("small")];
+            let addresses: Vec<String> = (0..=rng.below(3))
+                .map(|_| match rng.below(3) {
+                    0 => "127.77.0.0/16".to_owned(),
+                    1 => format!("127.77.{}.0/24", rng.below(4)),
+                    _ => format!("127.77.{}.{}", rng.below(4), rng.below(4)),
+                })
+                .collect();
+            let rule_port = if rng.below(5) == 0 { 1 } else { port };
+            let _ = writeln!(
+                rules,
+                "  - name: r{round}x{rule}\n    gateway: {}\n    addresses: [{}]\n    ports: [{{port: {rule_port}, gatewayPort: {}}}]",
+                gateway.addr.ip(),
+                addresses.join(", "),
+                gateway.port()
+            );
+        }
+        let _ = writeln!(
+            rules,
+            "  - name: mark{round}\n    gateway: 127.0.0.3\n    addresses: [127.78.0.{round}]\n    ports: [{{port: {port}, gatewayPort: 1}}]"
+        );
+        let config = world.config(&rules);
+        let agent = agent.get_or_insert_with(|| Agent::start(&config));
+        agent.write_config(&config);
+        let mark = format!("mark{round}");
+        let suffix = format!("r{round}x");
+        agent.wait_until(&format!("round {round}'s rules"), |routes, _| {
+            routes.iter().any(|r| r["rule"] == mark.as_str())
+                && routes.iter().all(|r| {
+                    r["rule"]
+                        .as_str()
+                        .is_some_and(|rule| rule == mark || rule.starts_with(&suffix))
+                })
+        });
+        // Every phase of the change is in the maps once two reads agree.
+        let mut last = agent.routes();
+        loop {
+            std::thread::sleep(egress_tests::scaled(Duration::from_millis(200)));
+            let now = agent.routes();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        for _ in 0..ADDRESSES {
+            let address = format!("127.77.{}.{}", rng.below(5), rng.below(4));
+            let explained = explain_ipv4(agent, &world, &address, port);
+            let probe = Probe::run(&world.selected, "tcp", &format!("{address}:{port}"));
+            let kernel = if probe.ok {
+                let (_, server) = gateways
+                    .iter()
+                    .find(|(label, _)| *label == probe.reply)
+                    .unwrap_or_else(|| panic!("reply from {:?}", probe.reply));
+                format!("redirect {}", server.addr)
+            } else if probe.errno == Some(libc::EPERM) {
+                "refuse".to_owned()
+            } else {
+                assert_eq!(probe.errno, Some(libc::ECONNREFUSED), "{probe:?}");
+                "direct".to_owned()
+            };
+            assert_eq!(
+                explained, kernel,
+                "{address}:{port} with the rules\n{rules}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, ROUNDS * ADDRESSES);
+}
+
+/// `explain`'s outcome for a TCP connection from an IPv4 socket in the selected cgroup:
+/// `redirect GATEWAY:PORT`, `refuse` or `direct`.
+fn explain_ipv4(agent: &Agent, world: &World, address: &str, port: u16) -> String {
+    let cgroup = world.selected.path().display().to_string();
+    let target = format!("{address}:{port}");
+    let output = agent.cli(&["explain", "--cgroup", &cgroup, &target, "-o", "json"]);
+    assert!(output.status.success(), "explain: {output:?}");
+    let explanation: Value = serde_json::from_slice(&output.stdout).expect("explain json");
+    let decision = explanation["host"]["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| {
+            d["protocol"] == "TCP"
+                && d["port"] == port
+                && d["sockets"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|k| k == "ipv4"))
+        })
+        .unwrap_or_else(|| panic!("no decision for {target}: {explanation:#}"));
+    let outcome = &decision["outcome"];
+    match outcome["action"].as_str() {
+        Some("redirect") => format!(
+            "redirect {}",
+            std::net::SocketAddr::new(
+                outcome["gateway"]
+                    .as_str()
+                    .and_then(|g| g.parse().ok())
+                    .expect("a gateway address"),
+                u16::try_from(outcome["gatewayPort"].as_u64().expect("a port")).expect("a port"),
+            )
+        ),
+        Some("refuse") => "refuse".to_owned(),
+        _ => "direct".to_owned(),
+    }
 }

@@ -2,19 +2,20 @@
 //! rules, its learned addresses, and the routes a host's addresses take.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     path::Path,
     time::Duration,
 };
 
-use super::{CgroupLine, ExplainError, Explanation, HostLine, HostPort, LearnedLine};
+use super::{CgroupLine, DecisionLine, ExplainError, Explanation, HostLine, HostPort, LearnedLine};
 use crate::{
     bpffs::PinDir,
     cgroupfs::Hierarchy,
     datapath::Maps,
     dns::{Resolution, parse_resolv_conf, resolve},
-    inspect::Snapshot,
-    route::Entry,
+    inspect::{Connection, Outcome, Snapshot, SocketKind, lookup},
+    route::{Entry, Protocol},
 };
 
 /// Explains the cgroup at `path` (and what a connection to `host` would do).
@@ -124,15 +125,79 @@ async fn explain_host(
         .filter(|r| host.port.is_none_or(|p| r.port == p))
         .cloned()
         .collect();
-    let verdict = verdict(cgroup, host, &addresses, &all_routes, &routes);
+    let decisions = match (cgroup.class, scope) {
+        (Some(class), Some(scope)) => decide(snapshot, class, scope, &addresses, host.port),
+        _ => Vec::new(),
+    };
+    let verdict = verdict(cgroup, host, &addresses, &all_routes, &decisions);
     HostLine {
         host: host.host.clone(),
         port: host.port,
         addresses: addresses.iter().map(ToString::to_string).collect(),
         resolve_error,
         routes,
+        decisions,
         verdict,
     }
+}
+
+/// What the connect hook does with a connection to each address, on `port` (else on every
+/// port the class routes), from every kind of socket that can reach it: [`lookup`], the
+/// kernel's own precedence.
+fn decide(
+    snapshot: &Snapshot,
+    class: u32,
+    scope: u64,
+    addresses: &[IpAddr],
+    port: Option<u16>,
+) -> Vec<DecisionLine> {
+    let mut ports: BTreeSet<(Protocol, u16)> = snapshot
+        .targets
+        .keys()
+        .filter(|k| k.class == class && port.is_none_or(|p| k.port == p))
+        .map(|k| (k.protocol, k.port))
+        .collect();
+    if let Some(port) = port {
+        ports.insert((Protocol::Tcp, port));
+    }
+    let mut lines = Vec::new();
+    for address in addresses {
+        for &(protocol, port) in &ports {
+            let mut by_outcome: Vec<(Outcome, Vec<SocketKind>)> = Vec::new();
+            for &socket in SocketKind::for_destination(*address) {
+                let connection = Connection {
+                    class,
+                    scope,
+                    dest: *address,
+                    protocol,
+                    port,
+                    socket,
+                };
+                let outcome = lookup(snapshot, &connection);
+                match by_outcome.iter_mut().find(|(o, _)| *o == outcome) {
+                    Some((_, sockets)) => sockets.push(socket),
+                    None => by_outcome.push((outcome, vec![socket])),
+                }
+            }
+            for (outcome, sockets) in by_outcome {
+                let rule = match &outcome {
+                    Outcome::Redirect { rule, .. } | Outcome::Refuse { rule, .. } => {
+                        Some(snapshot.rule_name(*rule))
+                    }
+                    Outcome::NotRouted | Outcome::NoTarget { .. } => None,
+                };
+                lines.push(DecisionLine {
+                    address: *address,
+                    protocol,
+                    port,
+                    sockets,
+                    outcome,
+                    rule,
+                });
+            }
+        }
+    }
+    lines
 }
 
 fn verdict(
@@ -140,7 +205,7 @@ fn verdict(
     host: &HostPort,
     addresses: &[IpAddr],
     all_routes: &[crate::inspect::RouteRow],
-    routes: &[crate::inspect::RouteRow],
+    decisions: &[DecisionLine],
 ) -> String {
     let name = &host.host;
     match cgroup.mode.as_str() {
@@ -155,7 +220,10 @@ fn verdict(
             "{name} has no address (it does not resolve here and nothing was learned): nothing to route"
         );
     }
-    if routes.is_empty() {
+    let acted = decisions
+        .iter()
+        .any(|d| matches!(d.outcome, Outcome::Redirect { .. } | Outcome::Refuse { .. }));
+    if !acted {
         if all_routes.is_empty() {
             return format!(
                 "no rule of this cgroup's class (rules: {}) routes {name}'s addresses: connections go direct",
@@ -170,6 +238,7 @@ fn verdict(
             .iter()
             .map(|r| format!("{}/{}", r.port, r.protocol))
             .collect();
+        ports.sort();
         ports.dedup();
         return format!(
             "{name} is routed only on {}: port {} goes direct",
@@ -177,31 +246,7 @@ fn verdict(
             host.port.unwrap_or(0)
         );
     }
-    let mut outcomes: Vec<String> = routes
-        .iter()
-        .map(|r| match &r.gateway {
-            Some(_) => format!(
-                "{}/{} → {}:{} (rule {})",
-                r.port,
-                r.protocol,
-                r.gateways.join(" or "),
-                r.gateway_port,
-                r.rule
-            ),
-            None => format!(
-                "{}/{} refused ({}, rule {})",
-                r.port,
-                r.protocol,
-                match r.refusal {
-                    Some(crate::route::Refusal::Quic) => "QUIC, so HTTP/3 falls back to TCP",
-                    _ => "fail-closed: the gateway has no address",
-                },
-                r.rule
-            ),
-        })
-        .collect();
-    outcomes.sort();
-    outcomes.dedup();
+    let outcomes: Vec<String> = decisions.iter().map(DecisionLine::describe).collect();
     format!("connections to {name}: {}", outcomes.join("; "))
 }
 

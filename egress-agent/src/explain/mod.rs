@@ -189,10 +189,86 @@ pub struct HostLine {
     pub addresses: Vec<String>,
     /// Why resolution failed, if it did.
     pub resolve_error: Option<String>,
-    /// The routes of this cgroup's class for those addresses (and port).
+    /// The routes of this cgroup's class for those addresses (and port): every entry that
+    /// holds them, whether or not it is the one that decides.
     pub routes: Vec<crate::inspect::RouteRow>,
+    /// What the connect hook does, address by address: the entry that decides, as the kernel
+    /// picks it.
+    pub decisions: Vec<DecisionLine>,
     /// The conclusion, in words.
     pub verdict: String,
+}
+
+/// What the connect hook does with connections to one address on one port, from some kinds
+/// of socket.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionLine {
+    /// The address.
+    pub address: IpAddr,
+    /// The protocol.
+    pub protocol: crate::route::Protocol,
+    /// The port.
+    pub port: u16,
+    /// The sockets this applies to.
+    pub sockets: Vec<crate::inspect::SocketKind>,
+    /// What happens.
+    pub outcome: crate::inspect::Outcome,
+    /// The rule that decided, by name.
+    pub rule: Option<String>,
+}
+
+impl DecisionLine {
+    /// In words.
+    pub fn describe(&self) -> String {
+        use crate::inspect::{Outcome, RefuseReason, SocketKind, Via};
+        let via = |via: &Via| match via {
+            Via::Learned => "learned from DNS by this pod".to_owned(),
+            Via::Address => "the address's own entry".to_owned(),
+            Via::Prefix(net) => format!("prefix {net}"),
+        };
+        let rule = self.rule.as_deref().unwrap_or("-");
+        let what = match &self.outcome {
+            Outcome::NotRouted => "direct (no rule routes it)".to_owned(),
+            Outcome::NoTarget { via: Some(v) } => {
+                format!("direct ({} has no rule of this class here)", via(v))
+            }
+            Outcome::NoTarget { via: None } => "direct (only another pod learned it)".to_owned(),
+            Outcome::Redirect {
+                via: v,
+                gateway,
+                gateway_port,
+                ..
+            } => {
+                let gateway = std::net::SocketAddr::new(*gateway, *gateway_port);
+                format!("→ {gateway} (rule {rule}, by {})", via(v))
+            }
+            Outcome::Refuse { via: v, reason, .. } => {
+                let reason = match reason {
+                    RefuseReason::FailClosed => "fail-closed: the gateway has no address",
+                    RefuseReason::Quic => "QUIC, so HTTP/3 falls back to TCP",
+                    RefuseReason::FamilyMismatch => "the gateway has no address of this family",
+                };
+                format!("refused ({reason}; rule {rule}, by {})", via(v))
+            }
+        };
+        let sockets = if SocketKind::for_destination(self.address) == self.sockets.as_slice() {
+            String::new()
+        } else {
+            let names: Vec<&str> = self
+                .sockets
+                .iter()
+                .map(|s| match s {
+                    SocketKind::Ipv4 => "IPv4",
+                    SocketKind::DualStack => "dual-stack IPv6",
+                    SocketKind::V6Only => "IPV6_V6ONLY",
+                })
+                .collect();
+            format!(" from {} sockets", names.join(" and "))
+        };
+        let destination = std::net::SocketAddr::new(self.address, self.port);
+        format!("{destination}/{}{sockets} {what}", self.protocol)
+    }
 }
 
 /// An address learned by the cgroup.

@@ -1,9 +1,11 @@
 //! `egress-agent maps ...`: the pinned maps as tables or JSON.
 
+mod lookup;
 mod rows;
 
 use std::fmt::Write as _;
 
+pub use lookup::{Connection, Outcome, RefuseReason, SocketKind, Via, lookup};
 pub use rows::{CgroupRow, RouteRow, Snapshot};
 
 use crate::{

@@ -1,7 +1,10 @@
 //! The pinned maps joined into rows people read: every routed address (static, resolved and
 //! learned, with where it came from and when it expires) with what each class does with it.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use egress_common::{Counters, SET_COUNTER, label_kind};
 use ipnet::IpNet;
@@ -69,10 +72,15 @@ pub struct CgroupRow {
 }
 
 /// Everything the rows are made from, read once.
+#[derive(Default)]
 pub struct Snapshot {
     pub(crate) addresses: BTreeMap<IpAddr, AddrEntry>,
     pub(crate) cidrs: BTreeMap<IpNet, u32>,
     pub(crate) learned: BTreeMap<(u64, IpAddr), AddrEntry>,
+    /// Addresses some scope learned (the kernel's markers).
+    pub(crate) markers: BTreeSet<IpAddr>,
+    /// The datapath's `config_flags`.
+    pub(crate) flags: u32,
     pub(crate) targets: BTreeMap<TargetKey, Target>,
     pub(crate) cgroups: BTreeMap<u64, Option<Entry>>,
     pub(crate) counters: BTreeMap<u32, Counters>,
@@ -84,10 +92,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads the maps (and, for paths, the cgroup hierarchy).
     pub fn read(maps: &Maps, hierarchy: Option<&Hierarchy>) -> Result<Self, DatapathError> {
+        let (learned, markers) = maps.learned_and_markers()?;
         Ok(Self {
             addresses: maps.addresses()?,
             cidrs: maps.cidrs()?,
-            learned: maps.learned()?,
+            learned,
+            markers,
+            flags: maps.config()?.flags,
             targets: maps.targets()?,
             cgroups: maps.cgroups()?,
             counters: maps.counters()?,
@@ -251,9 +262,17 @@ impl Snapshot {
         rows
     }
 
+    /// A rule's name (`#id` when it has no label).
+    pub fn rule_name(&self, id: u32) -> String {
+        self.rules
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{id}"))
+    }
+
     /// The rule names of a class.
     pub fn rules_of_class(&self, class: u32) -> Vec<String> {
-        let ids: std::collections::BTreeSet<u32> = self
+        let ids: BTreeSet<u32> = self
             .targets
             .iter()
             .filter(|(key, _)| key.class == class)
