@@ -26,6 +26,7 @@
 //! * Everything else (ids, flags, counters, times) is in host byte order.
 #![no_std]
 
+pub mod abi;
 mod keys;
 pub mod maps;
 pub mod name;
@@ -39,8 +40,9 @@ pub use values::{
 
 /// The layout version of the pinned maps. Pins live under `maps/v<ABI_VERSION>/`, so an agent
 /// with another layout never opens maps it cannot read; it fills its own set and migrates (see
-/// the agent's `datapath::migrate`). Bump it with every change to [`maps::ALL`] or to a key or
-/// value type; a unit test holds it to [`maps::FINGERPRINT`].
+/// the agent's `datapath::migrate`). Bump it with every change to [`maps::ALL`], to a key or
+/// value type or to a shared constant; a unit test holds it to the last entry of
+/// [`abi::HISTORY`].
 pub const ABI_VERSION: u32 = 2;
 
 /// The eBPF programs, by name in the object (also the pinned link's name).

@@ -279,10 +279,6 @@ pub const ALL: [MapDef; 16] = [
     COUNTERS, STATS, SCRATCH, ANSWERS, LABELS, RESOLVED,
 ];
 
-/// [`digest`] of [`ALL`] as of [`crate::ABI_VERSION`]; a unit test fails when they differ, so
-/// no layout changes without a new version.
-pub const FINGERPRINT: u64 = 0x8a54_eac7_fd2b_ce4b;
-
 /// A digest of map definitions: names, kinds, sizes, capacities and flags.
 #[must_use]
 pub const fn digest(defs: &[MapDef]) -> u64 {
