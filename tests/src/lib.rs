@@ -49,12 +49,16 @@ pub fn kernel_tests_enabled() -> bool {
 /// sets `EGRESS_TEST_TIME_SCALE` (default 1). Only waits and upper bounds are stretched, never
 /// what a test asserts must take at least some time.
 pub fn scaled(base: std::time::Duration) -> std::time::Duration {
-    let scale = std::env::var("EGRESS_TEST_TIME_SCALE")
+    base * time_scale()
+}
+
+/// `EGRESS_TEST_TIME_SCALE` (at least 1): how much slower than the host the tests run here.
+pub fn time_scale() -> u32 {
+    std::env::var("EGRESS_TEST_TIME_SCALE")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(1)
-        .max(1);
-    base * scale
+        .max(1)
 }
 
 /// `duration` as a duration setting of the agent's config (`dns.grace` etc.), in
