@@ -150,8 +150,8 @@ pub struct RunArgs {
     pub list_page_size: u32,
     /// Address of the metrics endpoint (`/metrics`, `/live`, `/ready`; read-only); `off`
     /// disables it. In a pod: the pod IP.
-    #[arg(long, default_value = "off", env = "EGRESS_METRICS_ADDR")]
-    pub metrics_addr: String,
+    #[arg(long, default_value = "off", env = "EGRESS_METRICS_ADDR", value_parser = parse_listen)]
+    pub metrics_addr: Listen,
     /// The host's cgroup2 hierarchy; default: the first cgroup2 mount in /proc/self/mountinfo.
     /// In a pod, mount the host's hierarchy and point here: the container's own
     /// `/sys/fs/cgroup` is its cgroup namespace's view.
@@ -165,8 +165,32 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub resync_interval: Duration,
     /// Address of the admin endpoint (`/live`, `/ready`, `/status`); `off` disables it.
-    #[arg(long, default_value = crate::admin::DEFAULT_ADMIN_ADDR, env = "EGRESS_ADMIN_ADDR")]
-    pub admin_addr: String,
+    #[arg(
+        long,
+        default_value = crate::admin::DEFAULT_ADMIN_ADDR,
+        env = "EGRESS_ADMIN_ADDR",
+        value_parser = parse_listen
+    )]
+    pub admin_addr: Listen,
+}
+
+/// Where an endpoint listens: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// Not served.
+    Off,
+    /// Served at this address.
+    At(std::net::SocketAddr),
+}
+
+/// `ADDR:PORT` (`[IPv6]:PORT`), or `off`.
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text == "off" {
+        return Ok(Listen::Off);
+    }
+    text.parse()
+        .map(Listen::At)
+        .map_err(|err| format!("{err}: use ADDR:PORT, [IPv6]:PORT or off"))
 }
 
 /// `maps`.

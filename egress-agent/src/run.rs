@@ -8,7 +8,7 @@
 //!                                               └─► metrics endpoint (/metrics, /live, /ready)
 //! ```
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tracing::info;
@@ -17,7 +17,7 @@ use crate::{
     admin::{self, Endpoint},
     bpffs::PinDir,
     cgroupfs::Hierarchy,
-    cli::RunArgs,
+    cli::{Listen, RunArgs},
     engine::{self, Engine},
     file::FileSource,
     health::Health,
@@ -44,14 +44,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         pins,
     };
-    for (flag, value, endpoint) in [
-        ("--admin-addr", &args.admin_addr, Endpoint::Admin),
-        ("--metrics-addr", &args.metrics_addr, Endpoint::Metrics),
+    for (flag, listen, endpoint) in [
+        ("--admin-addr", args.admin_addr, Endpoint::Admin),
+        ("--metrics-addr", args.metrics_addr, Endpoint::Metrics),
     ] {
-        if value == "off" {
+        let Listen::At(addr) = listen else {
             continue;
-        }
-        let addr: SocketAddr = value.parse().with_context(|| format!("{flag} {value:?}"))?;
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {flag} {addr}"))?;

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, sync::watch, task::JoinSet};
 use tracing::{debug, info, warn};
 
+use crate::metrics::QueryResult;
+
 use super::{
     query::QueryError,
     resolve::{Resolution, resolve},
@@ -295,10 +297,10 @@ impl DnsEngine {
                 let started = Instant::now();
                 let result = resolve(&servers, &name, timeout).await;
                 let outcome = match &result {
-                    Ok(Resolution::Addresses(_)) => "answer",
-                    Ok(Resolution::NxDomain(_)) => "nxdomain",
-                    Ok(Resolution::NoData(_)) => "nodata",
-                    Err(_) => "error",
+                    Ok(Resolution::Addresses(_)) => QueryResult::Answer,
+                    Ok(Resolution::NxDomain(_)) => QueryResult::NxDomain,
+                    Ok(Resolution::NoData(_)) => QueryResult::NoData,
+                    Err(_) => QueryResult::Error,
                 };
                 crate::metrics::dns_query(outcome, started.elapsed().as_secs_f64());
                 (name, result)

@@ -46,6 +46,7 @@ use crate::{
     dns::{DnsEngine, DnsSettings, HostStatus, parse_resolv_conf, state::Timing},
     health::Health,
     intent::{DnsIntent, Intent},
+    route::Source,
     status::{AgentStatus, ConflictStatus, LearnedStatus, StatusDocument},
 };
 
@@ -76,8 +77,8 @@ fn record_sizes(desired: &desired::Desired) {
         .filter(|entry| entry.source == crate::route::Source::Resolved)
         .count();
     let statics = desired.addresses.len() - resolved + desired.cidrs.len();
-    crate::metrics::set_routes("static", statics);
-    crate::metrics::set_routes("resolved", resolved);
+    crate::metrics::set_routes(Source::Static, statics);
+    crate::metrics::set_routes(Source::Resolved, resolved);
     for (name, used, def) in [
         ("addresses", desired.addresses.len(), defs::ADDRESSES),
         ("cidrs", desired.cidrs.len(), defs::CIDRS),
@@ -360,7 +361,7 @@ impl Engine {
         ) {
             Ok((removed, summary)) => {
                 let learned: usize = summary.iter().map(|group| group.addresses).sum();
-                crate::metrics::set_routes("learned", learned);
+                crate::metrics::set_routes(Source::Learned, learned);
                 #[expect(clippy::cast_precision_loss, reason = "a ratio")]
                 crate::metrics::set_map_fill(
                     "learned",

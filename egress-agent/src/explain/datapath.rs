@@ -14,7 +14,7 @@ use crate::{
     cgroupfs::Hierarchy,
     datapath::Maps,
     dns::{Resolution, parse_resolv_conf, resolve},
-    inspect::{Connection, Outcome, Snapshot, SocketKind, lookup},
+    inspect::{Connection, Mode, Outcome, Snapshot, SocketKind, lookup},
     route::{Entry, Protocol},
 };
 
@@ -54,14 +54,14 @@ pub async fn explain_cgroup(
             .map_or_else(|_| p.display().to_string(), |r| format!("/{}", r.display()))
     };
     let (mode, class, scope) = match entry {
-        Some((scope, _, Entry::Selected(class))) => ("selected", Some(class), Some(scope)),
-        Some((_, _, Entry::Exempt)) => ("exempt", None, None),
-        None => ("none", None, None),
+        Some((scope, _, Entry::Selected(class))) => (Mode::Selected, Some(class), Some(scope)),
+        Some((_, _, Entry::Exempt)) => (Mode::Exempt, None, None),
+        None => (Mode::None, None, None),
     };
     let cgroup = CgroupLine {
         path: relative(&path),
         id,
-        mode: mode.to_owned(),
+        mode,
         entry: entry.as_ref().map(|(_, p, _)| relative(p)),
         class,
         rules: class
@@ -208,12 +208,12 @@ fn verdict(
     decisions: &[DecisionLine],
 ) -> String {
     let name = &host.host;
-    match cgroup.mode.as_str() {
-        "exempt" => return format!("the cgroup is exempt: connections to {name} go direct"),
-        "none" => {
+    match cgroup.mode {
+        Mode::Exempt => return format!("the cgroup is exempt: connections to {name} go direct"),
+        Mode::None | Mode::Unknown => {
             return format!("the cgroup is not selected: connections to {name} go direct");
         }
-        _ => {}
+        Mode::Selected => {}
     }
     if addresses.is_empty() {
         return format!(

@@ -168,7 +168,7 @@ pub struct CgroupLine {
     /// Its id.
     pub id: u64,
     /// `selected`, `exempt` or `none`: the innermost entry among it and its ancestors.
-    pub mode: String,
+    pub mode: crate::inspect::Mode,
     /// The cgroup whose entry applies (itself or an ancestor).
     pub entry: Option<String>,
     /// The routing class (selected only).

@@ -108,8 +108,8 @@ fn host_section(explanation: &Explanation, text: &mut String) {
                     vec![
                         r.destination.clone(),
                         r.port.to_string(),
-                        r.protocol.clone(),
-                        r.action.clone(),
+                        r.protocol.to_string(),
+                        r.action.as_str().to_owned(),
                         r.gateway.as_ref().map_or_else(
                             || "-".to_owned(),
                             |_| format!("{}:{}", r.gateways.join(","), r.gateway_port),

@@ -6,7 +6,7 @@ mod rows;
 use std::fmt::Write as _;
 
 pub use lookup::{Connection, Outcome, RefuseReason, SocketKind, Via, lookup};
-pub use rows::{CgroupRow, RouteRow, Snapshot};
+pub use rows::{CgroupRow, Mode, RouteAction, RouteRow, Snapshot};
 
 use crate::{
     bpffs::PinDir,
@@ -48,7 +48,7 @@ pub fn render(
                     rows.iter().map(|r| {
                         vec![
                             r.id.to_string(),
-                            r.mode.clone(),
+                            r.mode.to_string(),
                             r.class.to_string(),
                             r.path.clone().unwrap_or_else(|| "<gone>".to_owned()),
                         ]
@@ -151,7 +151,7 @@ fn routes_table(rows: &[RouteRow]) -> String {
             vec![
                 r.destination.clone(),
                 r.port.to_string(),
-                r.protocol.clone(),
+                r.protocol.to_string(),
                 gateway,
                 r.rule.clone(),
                 r.host.clone().unwrap_or_else(|| "-".to_owned()),

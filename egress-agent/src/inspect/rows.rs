@@ -14,8 +14,60 @@ use crate::{
     cgroupfs::Hierarchy,
     clock,
     datapath::{DatapathError, Maps},
-    route::{Action, AddrEntry, Entry, Refusal, Source, Target, TargetKey},
+    route::{Action, AddrEntry, Entry, Protocol, Refusal, Source, Target, TargetKey},
 };
+
+/// What a cgroup's entry (or its absence) makes of its tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Selected: its connections are redirected by its class's rules.
+    Selected,
+    /// Exempt: its connections go direct (a gateway's own pods).
+    Exempt,
+    /// An entry this binary cannot read.
+    Unknown,
+    /// No entry applies (`explain` only).
+    None,
+}
+
+impl Mode {
+    /// As the CLI prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Selected => "selected",
+            Self::Exempt => "exempt",
+            Self::Unknown => "unknown",
+            Self::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a route does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteAction {
+    /// Rewritten to the gateway.
+    Redirect,
+    /// Refused (`EPERM`).
+    Refuse,
+}
+
+impl RouteAction {
+    /// As the CLI prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Redirect => "redirect",
+            Self::Refuse => "refuse",
+        }
+    }
+}
 
 /// One route in `maps routes -o json`: an address (or prefix) and what one class does with it
 /// on one port.
@@ -27,7 +79,7 @@ pub struct RouteRow {
     /// Destination port.
     pub port: u16,
     /// `TCP` or `UDP`.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// The gateway address (IPv4 when there is one); null when refused.
     pub gateway: Option<String>,
     /// Every gateway address (one per family).
@@ -37,7 +89,7 @@ pub struct RouteRow {
     /// Refused because the rule is fail-closed and its gateway is unknown.
     pub fail_closed: bool,
     /// `redirect` or `refuse`.
-    pub action: String,
+    pub action: RouteAction,
     /// Why it is refused (`failClosed`, `quic`); null when redirected.
     pub refusal: Option<Refusal>,
     /// Rule name.
@@ -65,8 +117,8 @@ pub struct CgroupRow {
     pub id: u64,
     /// Path relative to the cgroup2 mount; null when the cgroup no longer exists.
     pub path: Option<String>,
-    /// `selected` or `exempt`.
-    pub mode: String,
+    /// `selected`, `exempt` or `unknown`.
+    pub mode: Mode,
     /// The routing class of a selected cgroup (0 for exempt).
     pub class: u32,
 }
@@ -195,17 +247,16 @@ impl Snapshot {
         RouteRow {
             destination,
             port: key.port,
-            protocol: key.protocol.to_string(),
+            protocol: key.protocol,
             gateway: gateways.first().map(ToString::to_string),
             gateways: gateways.iter().map(ToString::to_string).collect(),
             gateway_port,
             fail_closed: refusal == Some(Refusal::FailClosed),
             action: if refusal.is_some() {
-                "refuse"
+                RouteAction::Refuse
             } else {
-                "redirect"
-            }
-            .to_owned(),
+                RouteAction::Redirect
+            },
             refusal,
             rule: self
                 .rules
@@ -317,11 +368,10 @@ impl Snapshot {
                 id: *id,
                 path: self.paths.get(id).cloned(),
                 mode: match entry {
-                    Some(Entry::Selected(_)) => "selected",
-                    Some(Entry::Exempt) => "exempt",
-                    None => "unknown",
-                }
-                .to_owned(),
+                    Some(Entry::Selected(_)) => Mode::Selected,
+                    Some(Entry::Exempt) => Mode::Exempt,
+                    None => Mode::Unknown,
+                },
                 class: match entry {
                     Some(Entry::Selected(class)) => *class,
                     _ => 0,

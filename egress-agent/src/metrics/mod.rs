@@ -60,11 +60,36 @@ fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// A DNS query the agent sent: `result` is `answer`, `nxdomain`, `nodata` or `error`.
-pub fn dns_query(result: &'static str, seconds: f64) {
+/// How a DNS query the agent sent ended (the `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryResult {
+    /// Addresses.
+    Answer,
+    /// The name does not exist.
+    NxDomain,
+    /// The name exists without addresses of the type asked.
+    NoData,
+    /// No usable answer (timeout, refused, malformed).
+    Error,
+}
+
+impl QueryResult {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::NxDomain => "nxdomain",
+            Self::NoData => "nodata",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A DNS query the agent sent.
+pub fn dns_query(result: QueryResult, seconds: f64) {
     let m = metrics();
     m.dns_queries
-        .get_or_create(&vec![("result", result.to_owned())])
+        .get_or_create(&vec![("result", result.as_str().to_owned())])
         .inc();
     m.dns_latency.observe(seconds);
 }
@@ -87,10 +112,10 @@ pub fn watch_restarted(kind: &'static str) {
 }
 
 /// Routes installed, by source (`static`, `resolved`, `learned`).
-pub fn set_routes(source: &'static str, count: usize) {
+pub fn set_routes(source: crate::route::Source, count: usize) {
     metrics()
         .routes
-        .get_or_create(&vec![("source", source.to_owned())])
+        .get_or_create(&vec![("source", source.to_string())])
         .set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 

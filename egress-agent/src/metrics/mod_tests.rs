@@ -2,10 +2,10 @@ use super::*;
 
 #[test]
 fn the_exposition_is_openmetrics_with_every_family() {
-    dns_query("answer", 0.004);
+    dns_query(QueryResult::Answer, 0.004);
     reconciled(false, 0.002);
     watch_restarted("pods");
-    set_routes("learned", 3);
+    set_routes(crate::route::Source::Learned, 3);
     set_map_fill("addresses", 0.25);
     set_cgroups_missing(1);
     let text = render(None);
