@@ -47,12 +47,25 @@ pub enum BpffsError {
 #[derive(Clone, Debug)]
 pub struct PinDir {
     root: PathBuf,
+    /// The layout whose maps [`Self::maps`] names: this binary's, or an older one to migrate.
+    layout: u32,
 }
 
 impl PinDir {
     /// The pin directory at `root`; nothing is touched.
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            layout: egress_common::ABI_VERSION,
+        }
+    }
+
+    /// The same directory, naming the maps of layout `version` (to read them and migrate).
+    pub fn at_layout(&self, version: u32) -> Self {
+        Self {
+            root: self.root.clone(),
+            layout: version,
+        }
     }
 
     /// The directory itself.
@@ -65,9 +78,10 @@ impl PinDir {
         self.root.join("maps")
     }
 
-    /// Where maps of this binary's layout version are pinned.
+    /// Where maps of this binary's layout version (or the one [`Self::at_layout`] chose) are
+    /// pinned.
     pub fn maps(&self) -> PathBuf {
-        self.version(egress_common::ABI_VERSION)
+        self.version(self.layout)
     }
 
     /// Where maps of layout `version` are pinned (version 1 predates versioned directories).

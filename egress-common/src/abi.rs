@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// `(ABI version, fingerprint)`, oldest first. Version 1's layout predates the fingerprint.
-pub const HISTORY: &[(u32, u64)] = &[(2, 0x8f8c_6389_e0c3_25e5)];
+pub const HISTORY: &[(u32, u64)] = &[(2, 0x8f8c_6389_e0c3_25e5), (3, 0x1552_8eaa_66ce_bfbc)];
 
 /// What [`walk`] shows.
 pub trait Visitor {

@@ -43,7 +43,7 @@ pub use values::{
 /// the agent's `datapath::migrate`). Bump it with every change to [`maps::ALL`], to a key or
 /// value type or to a shared constant; a unit test holds it to the last entry of
 /// [`abi::HISTORY`].
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The eBPF programs, by name in the object (also the pinned link's name).
 pub mod programs {
@@ -103,8 +103,9 @@ pub mod limits {
     pub const DNS_MESSAGE: usize = 4096;
     /// Labels of a question name the learning program matches against the patterns.
     pub const DNS_LABELS: usize = 32;
-    /// DNS query ids a socket remembers at once.
-    pub const DNS_PENDING: usize = 8;
+    /// DNS query ids a socket remembers at once: stub resolvers such as c-ares (Node's
+    /// `dns.resolve`, Envoy, gRPC) send many queries on one socket in parallel.
+    pub const DNS_PENDING: usize = 64;
     /// Ports the learning program treats as DNS (`Config::dns_ports_be`).
     pub const DNS_PORTS: usize = 4;
 }

@@ -155,7 +155,7 @@ impl Reverse {
 pub const REVERSE_SLOTS: usize = 4;
 
 /// Per-socket state (`SOCKETS`, socket storage): freed with the socket, never evicted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub struct SocketState {
     /// The `Config::generation` the decision was computed at.
@@ -176,6 +176,22 @@ pub struct SocketState {
     pub dns_next: u32,
     /// Always zero.
     pub reserved: u32,
+}
+
+impl Default for SocketState {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            creator: 0,
+            scope: 0,
+            class: 0,
+            flags: 0,
+            reverse: [Reverse::default(); REVERSE_SLOTS],
+            dns_ids: [0; DNS_PENDING],
+            dns_next: 0,
+            reserved: 0,
+        }
+    }
 }
 
 /// Per-CPU counters of one target (or, at `SET_COUNTER | set`, of one destination set).
@@ -218,7 +234,7 @@ const _: () = assert!(size_of::<CidrValue>() == 8);
 const _: () = assert!(size_of::<Target>() == 32);
 const _: () = assert!(size_of::<PatternValue>() == 8);
 const _: () = assert!(size_of::<Reverse>() == 40);
-const _: () = assert!(size_of::<SocketState>() == 216);
+const _: () = assert!(size_of::<SocketState>() == 328);
 const _: () = assert!(size_of::<Counters>() == 40);
 const _: () = assert!(size_of::<Label>() == LABEL_LEN);
 

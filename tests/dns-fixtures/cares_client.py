@@ -2,8 +2,10 @@
 """Stub-resolver client: c-ares through pycares (an A query to one server), then a TCP
 connection to the first address.
 
-Usage: cares_client.py NAME PORT ROUNDS --server ADDR --dns-port P [--family 4|6]
+Usage: cares_client.py NAME PORT ROUNDS --server ADDR --dns-port P [--family 4|6] [--parallel]
   --family 6 queries AAAA instead of A.
+  --parallel sends ROUNDS queries at once on one channel (one socket), NAME with "{}" replaced
+  by 0..ROUNDS-1, as Envoy, gRPC and Node's dns.resolve do, then connects to each answer.
 pycares is Debian's python3-pycares (built for /usr/bin/python3, CPython 3.11); when the running
 interpreter cannot import it (pyenv's 3.11), /usr/lib/python3/dist-packages is appended to
 sys.path (same CPython 3.11 ABI). A new channel per round: no cache can carry over.
@@ -50,6 +52,7 @@ def main():
     ap.add_argument("--server", required=True)
     ap.add_argument("--dns-port", type=clientlib.positive, required=True)
     ap.add_argument("--family", choices=["4", "6"], default="4")
+    ap.add_argument("--parallel", action="store_true")
     args = ap.parse_args()
     qtype = pycares.QUERY_TYPE_A if args.family == "4" else pycares.QUERY_TYPE_AAAA
 
@@ -70,7 +73,26 @@ def main():
             return None, f"resolve: {pycares.errno.strerror(result['error'])}"
         return [r.host for r in result["answer"]], None
 
-    return clientlib.run(args.rounds, args.port, resolve)
+    if not args.parallel:
+        return clientlib.run(args.rounds, args.port, resolve)
+
+    channel = pycares.Channel(servers=[args.server], udp_port=args.dns_port, tcp_port=args.dns_port,
+                              timeout=2.0, tries=2)
+    results = {}
+    for index in range(args.rounds):
+        def done(answer, error, index=index):
+            results[index] = (answer, error)
+        channel.query(args.name.replace("{}", str(index)), qtype, done)
+    wait(channel)
+    order = iter(range(args.rounds))
+
+    def answered():
+        answer, error = results.get(next(order), (None, "no callback"))
+        if error is not None:
+            return None, f"resolve: {error if isinstance(error, str) else pycares.errno.strerror(error)}"
+        return [r.host for r in answer], None
+
+    return clientlib.run(args.rounds, args.port, answered)
 
 
 if __name__ == "__main__":

@@ -257,6 +257,32 @@ impl Resolver {
         })
     }
 
+    /// c-ares sending `count` queries at once on one socket (`template` with `{}` replaced by
+    /// 0..count), then connecting to each answer's address on `port`, inside `cgroup`.
+    pub fn cares_parallel(
+        cgroup: &TestCgroup,
+        dns: &RotatingDns,
+        template: &str,
+        count: u32,
+        port: u16,
+    ) -> Rounds {
+        let mut command = Self::Cares.command();
+        command
+            .args([template, &port.to_string(), &count.to_string()])
+            .args(["--server", &dns.ip, "--dns-port", "53", "--parallel"]);
+        cgroup.enter(&mut command);
+        let output = command
+            .output()
+            .unwrap_or_else(|err| panic!("run the parallel c-ares client: {err}"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
+            panic!(
+                "parallel c-ares client: {err}; stdout {stdout:?}, stderr {:?}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
     fn command(self) -> Command {
         let script = |file: &str| {
             let mut command = Command::new("python3");

@@ -255,6 +255,111 @@ fn an_upgrade_from_layout_1_keeps_hostname_routes_while_dns_is_down() {
     );
 }
 
+/// `CLOCK_MONOTONIC` now, in ns (the clock learned entries expire by).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    u64::try_from(now.tv_sec).expect("positive") * 1_000_000_000
+        + u64::try_from(now.tv_nsec).expect("positive")
+}
+
+/// A `LEARNED` key: scope, then the IPv4-mapped address.
+fn learned_key(scope: u64, address: [u8; 4]) -> Vec<u8> {
+    let mut key = scope.to_ne_bytes().to_vec();
+    key.extend_from_slice(&egress_common::v4_mapped(address));
+    key
+}
+
+/// A `LEARNED` value: set, source, expiry.
+fn learned_value(set: u32, source: u32, expires_ns: u64) -> Vec<u8> {
+    let mut value = set.to_ne_bytes().to_vec();
+    value.extend_from_slice(&source.to_ne_bytes());
+    value.extend_from_slice(&expires_ns.to_ne_bytes());
+    value
+}
+
+/// An agent of layout 2 learned an address of a wildcard (which no agent resolves) for a pod;
+/// the upgraded agent (layout 3) carries it over, so the pod's next connection to it is still
+/// redirected, with no new DNS answer.
+#[test]
+fn an_upgrade_from_layout_2_keeps_what_pods_learned() {
+    use egress_common::{label_kind, maps, source};
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let world = World::new();
+    let config = world.config(&format!(
+        "  - name: web\n    gateway: 127.0.0.3\n    hosts: ['*.web.test']\n    ports: [{{port: {}, gatewayPort: {}}}]\n",
+        world.direct.port(),
+        world.gateway.port()
+    ));
+    let mut agent = Agent::unstarted(&config);
+    // What a layout-2 agent left pinned: the maps this binary reads as its own (not the socket
+    // storage, whose values grew), with pattern 5, `*.web.test`, learned as 127.0.0.2 by the
+    // selected cgroup.
+    let old = agent.bpffs_dir.join("maps/v2");
+    let readable = [
+        maps::CONFIG, maps::CGROUPS, maps::ADDRESSES, maps::LEARNED, maps::CIDRS, maps::TARGETS,
+        maps::PATTERNS, maps::TRUSTED, maps::COUNTERS, maps::STATS, maps::LABELS, maps::RESOLVED,
+    ];
+    let pinned: Vec<PinnedMap> = readable
+        .iter()
+        .map(|def| {
+            PinnedMap::create(
+                &old.join(def.name),
+                def.kind as u32,
+                def.key_size,
+                def.value_size,
+                def.max_entries,
+                def.flags,
+            )
+        })
+        .collect();
+    let (learned, labels) = (&pinned[3], &pinned[10]);
+    let mut key = label_kind::PATTERN.to_ne_bytes().to_vec();
+    key.extend_from_slice(&5_u32.to_ne_bytes());
+    let mut label = [0_u8; 256];
+    label[..10].copy_from_slice(b"*.web.test");
+    labels.update(&key, &label);
+    let expires = monotonic_ns() + 300_000_000_000;
+    learned.update(
+        &learned_key(world.selected.id(), [127, 0, 0, 2]),
+        &learned_value(5, source::LEARNED, expires),
+    );
+    learned.update(
+        &learned_key(egress_common::MARKER_SCOPE, [127, 0, 0, 2]),
+        &learned_value(5, source::MARKER, expires),
+    );
+    drop(pinned);
+
+    agent.spawn();
+    agent.wait_status("programs attached", |s| s["agent"]["attached"] == true);
+    agent.wait_until("the carried learned address routed", |routes, _| {
+        routes
+            .iter()
+            .any(|r| r["destination"] == "127.0.0.2/32" && r["source"] == "learned")
+    });
+    assert_eq!(
+        Probe::run(&world.selected, "tcp", &world.direct_addr()).reply(),
+        "gateway",
+        "the address the pod learned under layout 2 is still redirected"
+    );
+    assert_eq!(
+        Probe::run(&world.unselected, "tcp", &world.direct_addr()).reply(),
+        "direct"
+    );
+    assert!(
+        agent.log().contains("carried learned addresses over"),
+        "{}",
+        agent.log()
+    );
+    assert!(!old.exists(), "the old layout's maps are unpinned once the new programs are in");
+}
+
 #[test]
 fn replacing_a_full_map_removes_the_stale_entries_first() {
     if !kernel_tests_enabled() {

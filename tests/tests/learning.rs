@@ -14,9 +14,13 @@ use serde_json::{Value, json};
 /// The pool behind `pool.test`: 40 addresses, 4 per answer, TTL 1, as S3 and ELBs rotate.
 const POOL: &str = "127.1.0.1-127.1.0.40";
 
+/// Queries c-ares sends at once on one socket, each name with an address of its own
+/// (`n<i>.burst.test` → `127.3.0.<i+1>`).
+const BURST: u32 = 64;
+
 fn zone() -> Value {
     let pool: Vec<String> = (1..=40).map(|i| format!("127.1.0.{i}")).collect();
-    json!({
+    let mut zone = json!({
         "ttl": 1,
         "names": {
             "pool.test": {"pool": pool, "per_answer": 4},
@@ -28,7 +32,11 @@ fn zone() -> Value {
             "wild.test": {"a": ["127.2.0.2"]},
             "other.test": {"a": ["127.2.0.3"]},
         }
-    })
+    });
+    for i in 0..BURST {
+        zone["names"][format!("n{i}.burst.test")] = json!({"a": [format!("127.3.0.{}", i + 1)]});
+    }
+    zone
 }
 
 /// A sandbox: the world's cgroups and gateway, a second selected cgroup, the rotating server
@@ -53,7 +61,13 @@ impl Sandbox {
         Self {
             neighbour,
             dns: RotatingDns::start(&zone()),
-            greeters: Greeters::start(&[POOL, "127.2.0.1-127.2.0.3", "127.9.9.9", "::1"]),
+            greeters: Greeters::start(&[
+                POOL,
+                "127.2.0.1-127.2.0.3",
+                &format!("127.3.0.1-127.3.0.{BURST}"),
+                "127.9.9.9",
+                "::1",
+            ]),
             _gateway6: gateway6,
             world,
         }
@@ -290,6 +304,30 @@ fn a_wildcard_is_learned_never_resolved_and_never_matches_its_apex() {
     );
 }
 
+/// c-ares (as in Envoy, gRPC and Node's `dns.resolve`) sends its queries in parallel on one
+/// socket: every one of 64 answers is learned, so no connection goes direct.
+#[test]
+fn sixty_four_queries_in_flight_on_one_socket_are_all_learned() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let agent = sandbox.start_agent("'*.burst.test'", "5m");
+    let rounds = Resolver::cares_parallel(
+        &sandbox.world.selected,
+        &sandbox.dns,
+        "n{}.burst.test",
+        BURST,
+        sandbox.greeters.port,
+    );
+    assert_eq!(
+        rounds.addresses.len(),
+        usize::try_from(BURST).expect("small"),
+        "an address per name: {rounds:?}"
+    );
+    assert_no_leak(&agent, "64 parallel c-ares queries", &rounds, &sandbox.world.selected);
+}
+
 #[test]
 fn a_forged_answer_from_an_untrusted_source_is_ignored() {
     if !kernel_tests_enabled() {
@@ -433,7 +471,9 @@ fn learned_addresses_expire_after_ttl_plus_grace_and_status_shows_them() {
 
 /// How many markers (`LEARNED` entries under scope 0) the agent's pinned map holds.
 fn markers(agent: &Agent) -> usize {
-    let pin = agent.bpffs_dir.join("maps/v2/LEARNED");
+    let pin = agent
+        .bpffs_dir
+        .join(format!("maps/v{}/LEARNED", egress_common::ABI_VERSION));
     let output = std::process::Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned"])
         .arg(&pin)

@@ -264,6 +264,11 @@ impl Loaded {
             attached += 1;
         }
         let removed = remove_other_attachments(pins, cgroup_id)?;
+        // What the old programs learned until they were replaced, before their maps go (best
+        // effort: the first copy, before the attach, already carried the rest).
+        if let Err(err) = super::migrate::carry_learned(pins) {
+            warn!(error = %err, "cannot carry the last learned addresses over from the previous map layout");
+        }
         let retired = remove_other_versions(pins)?;
         info!(
             cgroup = %cgroup.display(),

@@ -7,6 +7,13 @@
 //!   period. Everything else in layout 1 derives from the configuration. Reverse translations
 //!   of connections made before the upgrade are not carried over (they lived in an LRU keyed by
 //!   socket cookie, which socket storage cannot be filled from).
+//! * Layout 2 differs from layout 3 only in the socket storage (64 pending DNS query ids per
+//!   socket instead of 8), so this binary reads its maps as its own ([`previous_layout`]): the
+//!   agent prefers its ids, seeds its resolver from its `RESOLVED`, and copies what its
+//!   programs learned ([`carry_learned`]) before the new programs attach and again right before
+//!   its pins go. Sockets opened before the upgrade lose their storage: their reverse
+//!   translations (the peer name of a redirected connection, the source of a redirected UDP
+//!   socket's replies) and their pending query ids.
 
 use std::{
     collections::BTreeMap,
@@ -14,10 +21,65 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, lpm_trie::LpmTrie};
-use tracing::info;
+use tracing::{info, warn};
 
-use super::DatapathError;
+use super::{DatapathError, Maps};
 use crate::bpffs::PinDir;
+
+/// The older layout whose maps this binary opens as its own (every map it opens kept its
+/// definition; only the socket storage, which it never opens, changed).
+const READABLE: u32 = 2;
+
+/// The previous layout's maps, when they are pinned and this binary can read them. Best
+/// effort: maps an old agent left incomplete (it died creating them, or their removal was
+/// interrupted) are passed over with a warning rather than stopping the upgrade.
+pub fn previous_layout(pins: &PinDir) -> Option<Maps> {
+    if !pins.other_versions().contains(&READABLE) {
+        return None;
+    }
+    Maps::open(&pins.at_layout(READABLE))
+        .inspect_err(|err| {
+            warn!(error = %err, layout = READABLE, "cannot read the previous layout's maps; nothing carried over from them");
+        })
+        .ok()
+}
+
+/// Copies what the previous layout's programs learned (scoped entries, then their markers)
+/// into this layout's maps: an entry the new layout lacks, or holds for the same set with an
+/// earlier expiry (what the new programs learned since is never overwritten). Returns how
+/// many entries it wrote.
+pub fn carry_learned(pins: &PinDir) -> Result<usize, DatapathError> {
+    let Some(old) = previous_layout(pins) else {
+        return Ok(0);
+    };
+    let mut new = Maps::open(pins)?;
+    let current = new.learned()?;
+    let (learned, markers) = old.learned_and_markers()?;
+    let mut written = 0;
+    for ((scope, addr), entry) in &learned {
+        let stale = current.get(&(*scope, *addr)).is_none_or(|known| {
+            known.set == entry.set && known.expires_ns < entry.expires_ns
+        });
+        if stale {
+            new.put_learned(*scope, *addr, entry)?;
+            written += 1;
+        }
+    }
+    let (_, present) = new.learned_and_markers()?;
+    for addr in learned.keys().map(|(_, addr)| addr).chain(&markers) {
+        if !present.contains(addr) {
+            new.put_marker(*addr)?;
+        }
+    }
+    if written > 0 {
+        info!(
+            entries = written,
+            from = READABLE,
+            "carried learned addresses over from the previous map layout"
+        );
+    }
+    Ok(written)
+}
 
 /// What an older layout knew that the new one cannot derive: hostname → addresses.
 pub type Carried = BTreeMap<String, Vec<IpAddr>>;

@@ -12,7 +12,7 @@ mod table;
 pub use error::DatapathError;
 pub use loader::{Attachment, Loaded, attachments, load, preflight, uninstall};
 pub use maps::{LearnedEntries, Maps};
-pub use migrate::{Carried, carry_over};
+pub use migrate::{Carried, carry_learned, carry_over, previous_layout};
 pub use sys::wait_for_programs;
 
 /// The eBPF object built by build.rs.

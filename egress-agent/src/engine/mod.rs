@@ -295,6 +295,13 @@ impl Engine {
         let maps = Maps::open(&self.pins)?;
         let installed = Installed::read(&maps)?;
         let mut ids = IdSpace::default();
+        // An upgrade from a layout this binary reads: its ids first (this layout's, if any,
+        // win), and its resolver's answers.
+        if let Some(old) = &datapath::previous_layout(&self.pins) {
+            let old_installed = Installed::read(old)?;
+            persist::prefer_ids(&old_installed, &mut ids);
+            persist::restore(old, &old_installed, &self.dns)?;
+        }
         persist::prefer_ids(&installed, &mut ids);
         let name_seed = match installed.config.name_seed {
             0 => random_seed(),
@@ -316,6 +323,10 @@ impl Engine {
             written: None,
         });
         let attached = self.write(intent).and_then(|()| {
+            // What the old programs learned, before the new ones replace them.
+            if let Err(err) = datapath::carry_learned(&self.pins) {
+                warn!(error = %err, "cannot carry learned addresses over from the previous map layout");
+            }
             let at = self
                 .attached
                 .as_ref()

@@ -39,6 +39,11 @@ pub const PREFIX: &str = "egk";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Where the DaemonSet's agent pins its programs and maps (its default `--bpffs-dir`).
 pub const AGENT_PINS: &str = "/sys/fs/bpf/egress-agent";
+
+/// The pin of the DaemonSet's agent's map `name`, in this build's layout.
+pub fn agent_map(name: &str) -> PathBuf {
+    Path::new(AGENT_PINS).join(format!("maps/v{}/{name}", egress_common::ABI_VERSION))
+}
 /// The user whose requests the API server's audit log keeps: the agent's service account.
 pub const AUDITED_USER: &str = "system:serviceaccount:egress-agent-system:egress-agent";
 /// The cluster DNS Service's ClusterIP.

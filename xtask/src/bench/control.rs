@@ -28,7 +28,7 @@ use egress_tests::{
     TestCgroup,
     bpf::PinnedMap,
     realcluster::{
-        AGENT_PINS, Binaries, NODE, RealCluster,
+        Binaries, NODE, RealCluster, agent_map,
         apiload::{ApiLoad, Verb},
         install::Installed,
         kubelet,
@@ -97,7 +97,7 @@ pub(crate) fn run(built: crate::cluster::Built) -> anyhow::Result<ControlResult>
         .kubelet
         .pid("egress-agent-system", &agent_pod, "agent")
         .context("the agent's process")?;
-    let cgroups = PinnedMap::open(&Path::new(AGENT_PINS).join("maps/v2/CGROUPS"));
+    let cgroups = PinnedMap::open(&agent_map("CGROUPS"));
     let on_node = node_pods(&installed.cluster)?;
     let mut pods = Vec::new();
     for n in on_node..NODE_PODS {
@@ -115,7 +115,7 @@ pub(crate) fn run(built: crate::cluster::Built) -> anyhow::Result<ControlResult>
         std::thread::sleep(SAMPLE);
         Ok(())
     })?;
-    let targets = PinnedMap::open(&Path::new(AGENT_PINS).join("maps/v2/TARGETS"));
+    let targets = PinnedMap::open(&agent_map("TARGETS"));
     let policy_ms = policy_changes(&mut api, &targets)?;
     let pod_ms = new_pods(&mut api, &installed, &cgroups)?;
     let mut churned = Churned::default();
