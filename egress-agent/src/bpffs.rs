@@ -61,6 +61,7 @@ impl PinDir {
     }
 
     /// The same directory, naming the maps of layout `version` (to read them and migrate).
+    #[must_use]
     pub fn at_layout(&self, version: u32) -> Self {
         Self {
             root: self.root.clone(),

@@ -92,6 +92,12 @@ pub fn walk(visitor: &mut impl Visitor) {
             addr
         }
     );
+    walk_values(v);
+    walk_constants(v);
+}
+
+/// Shows the value types to `v`.
+fn walk_values(v: &mut impl Visitor) {
     layout!(
         v,
         Config {
@@ -171,6 +177,10 @@ pub fn walk(visitor: &mut impl Visitor) {
         }
     );
     layout!(v, Label { bytes });
+}
+
+/// Shows every shared constant to `v`.
+fn walk_constants(v: &mut impl Visitor) {
     constants!(
         v,
         limits::MAX_CGROUP_DEPTH,

@@ -303,8 +303,18 @@ fn an_upgrade_from_layout_2_keeps_what_pods_learned() {
     // selected cgroup.
     let old = agent.bpffs_dir.join("maps/v2");
     let readable = [
-        maps::CONFIG, maps::CGROUPS, maps::ADDRESSES, maps::LEARNED, maps::CIDRS, maps::TARGETS,
-        maps::PATTERNS, maps::TRUSTED, maps::COUNTERS, maps::STATS, maps::LABELS, maps::RESOLVED,
+        maps::CONFIG,
+        maps::CGROUPS,
+        maps::ADDRESSES,
+        maps::LEARNED,
+        maps::CIDRS,
+        maps::TARGETS,
+        maps::PATTERNS,
+        maps::TRUSTED,
+        maps::COUNTERS,
+        maps::STATS,
+        maps::LABELS,
+        maps::RESOLVED,
     ];
     let pinned: Vec<PinnedMap> = readable
         .iter()
@@ -357,7 +367,10 @@ fn an_upgrade_from_layout_2_keeps_what_pods_learned() {
         "{}",
         agent.log()
     );
-    assert!(!old.exists(), "the old layout's maps are unpinned once the new programs are in");
+    assert!(
+        !old.exists(),
+        "the old layout's maps are unpinned once the new programs are in"
+    );
 }
 
 #[test]

@@ -325,7 +325,12 @@ fn sixty_four_queries_in_flight_on_one_socket_are_all_learned() {
         usize::try_from(BURST).expect("small"),
         "an address per name: {rounds:?}"
     );
-    assert_no_leak(&agent, "64 parallel c-ares queries", &rounds, &sandbox.world.selected);
+    assert_no_leak(
+        &agent,
+        "64 parallel c-ares queries",
+        &rounds,
+        &sandbox.world.selected,
+    );
 }
 
 #[test]

@@ -57,9 +57,9 @@ pub fn carry_learned(pins: &PinDir) -> Result<usize, DatapathError> {
     let (learned, markers) = old.learned_and_markers()?;
     let mut written = 0;
     for ((scope, addr), entry) in &learned {
-        let stale = current.get(&(*scope, *addr)).is_none_or(|known| {
-            known.set == entry.set && known.expires_ns < entry.expires_ns
-        });
+        let stale = current
+            .get(&(*scope, *addr))
+            .is_none_or(|known| known.set == entry.set && known.expires_ns < entry.expires_ns);
         if stale {
             new.put_learned(*scope, *addr, entry)?;
             written += 1;

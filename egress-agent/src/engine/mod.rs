@@ -74,7 +74,7 @@ fn record_sizes(desired: &desired::Desired) {
     let resolved = desired
         .addresses
         .values()
-        .filter(|entry| entry.source == crate::route::Source::Resolved)
+        .filter(|entry| entry.source == Source::Resolved)
         .count();
     let statics = desired.addresses.len() - resolved + desired.cidrs.len();
     crate::metrics::set_routes(Source::Static, statics);

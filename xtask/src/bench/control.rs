@@ -15,7 +15,6 @@
 
 use std::{
     collections::VecDeque,
-    path::Path,
     sync::{
         Mutex,
         atomic::{AtomicBool, Ordering},
