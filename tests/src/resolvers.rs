@@ -244,17 +244,7 @@ impl Resolver {
             (_, family) => family,
         };
         command.args(["--family", family]);
-        cgroup.enter(&mut command);
-        let output = command
-            .output()
-            .unwrap_or_else(|err| panic!("run {self:?} client: {err}"));
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
-            panic!(
-                "{self:?} client: {err}; stdout {stdout:?}, stderr {:?}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+        rounds_of(command, cgroup, &format!("{self:?} client"))
     }
 
     /// c-ares sending `count` queries at once on one socket (`template` with `{}` replaced by
@@ -270,17 +260,7 @@ impl Resolver {
         command
             .args([template, &port.to_string(), &count.to_string()])
             .args(["--server", &dns.ip, "--dns-port", "53", "--parallel"]);
-        cgroup.enter(&mut command);
-        let output = command
-            .output()
-            .unwrap_or_else(|err| panic!("run the parallel c-ares client: {err}"));
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
-            panic!(
-                "parallel c-ares client: {err}; stdout {stdout:?}, stderr {:?}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+        rounds_of(command, cgroup, "parallel c-ares client")
     }
 
     fn command(self) -> Command {
@@ -302,6 +282,21 @@ impl Resolver {
             Self::Go => Command::new(client_binary("go_client")),
         }
     }
+}
+
+/// Runs a client in `cgroup` and reads its one-line JSON summary.
+fn rounds_of(mut command: Command, cgroup: &TestCgroup, what: &str) -> Rounds {
+    cgroup.enter(&mut command);
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("run the {what}: {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
+        panic!(
+            "{what}: {err}; stdout {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 /// What a client saw over its rounds.
