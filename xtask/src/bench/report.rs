@@ -318,32 +318,32 @@ pub(crate) fn control_section(text: &mut String, c: &ControlResult) {
         "| API requests from the agent, under that churn | {:.1} a minute |",
         c.churn_requests_per_min
     );
-    let _ = writeln!(
-        text,
-        "| policy change sent → maps, p50 / p99 ({} changes) | {:.1} / {:.1} ms |",
-        control::POLICY_CHANGES,
-        median(&c.policy_ms),
-        percentile(&c.policy_ms, 0.99)
-    );
-    let _ = writeln!(
-        text,
-        "| pod create sent → cgroups map, one at a time, p50 / p99 ({} pods) | {:.1} / {:.1} ms |",
-        c.pod_ms.len(),
-        median(&c.pod_ms),
-        percentile(&c.pod_ms, 0.99)
-    );
-    let _ = writeln!(
-        text,
-        "| pod create sent → cgroups map, under churn, p50 / p99 ({} pods) | {:.1} / {:.1} ms |",
-        c.churn_pod_ms.len(),
-        median(&c.churn_pod_ms),
-        percentile(&c.churn_pod_ms, 0.99)
-    );
-    let _ = writeln!(
-        text,
-        "| pod stopped → entry removed, under churn, p50 / p99 ({} pods) | {:.1} / {:.1} ms |\n",
-        c.churn_gone_ms.len(),
-        median(&c.churn_gone_ms),
-        percentile(&c.churn_gone_ms, 0.99)
-    );
+    let rows = [
+        ("policy change sent → maps", "changes", &c.policy_ms),
+        (
+            "pod create sent → cgroups map, one at a time",
+            "pods",
+            &c.pod_ms,
+        ),
+        (
+            "pod create sent → cgroups map, under churn",
+            "pods",
+            &c.churn_pod_ms,
+        ),
+        (
+            "pod stopped → entry removed, under churn",
+            "pods",
+            &c.churn_gone_ms,
+        ),
+    ];
+    for (what, unit, ms) in rows {
+        let _ = writeln!(
+            text,
+            "| {what}, p50 / p99 ({} {unit}) | {:.1} / {:.1} ms |",
+            ms.len(),
+            median(ms),
+            percentile(ms, 0.99)
+        );
+    }
+    text.push('\n');
 }
