@@ -244,7 +244,7 @@ impl Resolver {
             (_, family) => family,
         };
         command.args(["--family", family]);
-        rounds_of(command, cgroup, &format!("{self:?} client"))
+        summary_of(command, cgroup, &format!("{self:?} client"))
     }
 
     /// c-ares sending `count` queries at once on one socket (`template` with `{}` replaced by
@@ -260,7 +260,7 @@ impl Resolver {
         command
             .args([template, &port.to_string(), &count.to_string()])
             .args(["--server", &dns.ip, "--dns-port", "53", "--parallel"]);
-        rounds_of(command, cgroup, "parallel c-ares client")
+        summary_of(command, cgroup, "parallel c-ares client")
     }
 
     fn command(self) -> Command {
@@ -284,8 +284,12 @@ impl Resolver {
     }
 }
 
-/// Runs a client in `cgroup` and reads its one-line JSON summary.
-fn rounds_of(mut command: Command, cgroup: &TestCgroup, what: &str) -> Rounds {
+/// Runs a fixture in `cgroup` and reads its one-line JSON summary.
+fn summary_of<T: serde::de::DeserializeOwned>(
+    mut command: Command,
+    cgroup: &TestCgroup,
+    what: &str,
+) -> T {
     cgroup.enter(&mut command);
     let output = command
         .output()
@@ -409,15 +413,5 @@ pub fn forge(
     } else {
         command.args(["--from-addr", "127.53.0.251"]);
     }
-    cgroup.enter(&mut command);
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("run forge.py: {err}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
-        panic!(
-            "forge.py: {err}; stdout {stdout:?}, stderr {:?}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    summary_of(command, cgroup, "forge.py")
 }
