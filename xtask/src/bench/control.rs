@@ -308,6 +308,12 @@ impl Poller {
         });
     }
 
+    /// Times `pod` from `sent` to its entry.
+    fn expect_entry(&self, pod: &BenchPod, sent: Instant) {
+        let id = pod.cgroup.id().to_ne_bytes();
+        self.adding.lock().expect("poller").push((id, sent));
+    }
+
     fn pending(&self) -> (usize, usize) {
         (
             self.adding.lock().expect("poller").len(),
@@ -356,11 +362,7 @@ fn new_pods(
     let (added, _) = timed(cgroups, |poller| {
         for n in 0..NEW_PODS {
             let (pod, sent) = start_pod(api, installed, &format!("new-{n:04}"))?;
-            poller
-                .adding
-                .lock()
-                .expect("poller")
-                .push((pod.cgroup.id().to_ne_bytes(), sent));
+            poller.expect_entry(&pod, sent);
             poller.settle(Duration::from_secs(10))?;
             stop_pod(api, pod)?;
         }
@@ -396,11 +398,7 @@ fn churn(
                 continue;
             }
             let (pod, sent) = start_pod(api, installed, &format!("churn-{count:05}"))?;
-            poller
-                .adding
-                .lock()
-                .expect("poller")
-                .push((pod.cgroup.id().to_ne_bytes(), sent));
+            poller.expect_entry(&pod, sent);
             running.push_back(pod);
             if let Some(old) = running.pop_front() {
                 let id = old.cgroup.id().to_ne_bytes();
